@@ -1,0 +1,221 @@
+"""One config object per model: every size and constant of UniX lives here, and the whole object
+is saved as JSON with every checkpoint. Presets are tiny named functions, like DiT_XL_2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class LanguageConfig:
+    """The decoder-only backbone; sizes of the released UniX (from Janus-Pro-1B)."""
+
+    hidden_size: int = 2048
+    num_layers: int = 24
+    num_heads: int = 16
+    num_kv_heads: int = 16
+    head_dim: int = 128
+    intermediate_size: int = 5632
+    vocab_size: int = 102400
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_position: int = 16384
+    qkv_bias: bool = True
+    qk_norm: bool = True
+
+
+@dataclass
+class VisionConfig:
+    """The understanding encoder: a timm ViT (SigLIP-L/16-384 in the release) without class token."""
+
+    image_size: int = 384
+    patch_size: int = 16
+    width: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_dim: int = 4096
+    act_layer: str = "gelu_tanh"
+    # Preprocessing of the released model: letterbox, resize, one mean/std for all 3 channels.
+    norm_mean: float = 0.555895
+    norm_std: float = 0.336385
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
+class VAEConfig:
+    """The frozen KL autoencoder (latent-diffusion kl-f16d16 in the release) and its latent normalisation
+    z = scale * (z_raw + shift)."""
+
+    latent_channels: int = 16
+    block_out_channels: tuple[int, ...] = (128, 128, 256, 256, 512)
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    attention_at_lowest_level: bool = True
+    scale: float = 0.238092
+    shift: float = 0.201906
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class GenerationConfig:
+    """Generation adapters and flow-matching settings."""
+
+    image_size: int = 512  # default generation resolution
+    latent_grid_max: int = 32  # side of the fixed sin-cos position table; position id = row * max + col
+    timestep_dim: int = 256  # sinusoid width fed to the timestep MLP
+    timestep_shift: float = 1.0  # t' = s t / (1 + (s - 1) t), for training t and the sampling grid
+    text_dropout: float = 0.1  # condition dropped for classifier-free guidance
+    repa_layer: int = 8  # gen hidden state after this decoder layer feeds the REPA projector
+    repa_dim: int = 768  # target encoder feature width (RAD-DINO ViT-B); 0 disables the projector
+    repa_weight: float = 0.5
+
+
+@dataclass
+class TokenConfig:
+    """Special token ids. Defaults are the released DeepSeek tokenizer's; our own BPE sets its own."""
+
+    bos: int = 100000
+    eos: int = 100001
+    pad: int = 100002
+    start_of_image: int = 100003
+    end_of_image: int = 100580
+
+
+@dataclass
+class UniXConfig:
+    llm: LanguageConfig = field(default_factory=LanguageConfig)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    gen: GenerationConfig = field(default_factory=GenerationConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    name: str = "unix"
+
+    @property
+    def latent_grid(self) -> int:
+        """Latent side at the default generation resolution."""
+        return self.gen.image_size // self.vae.downsample
+
+    def validate(self) -> UniXConfig:
+        llm = self.llm
+        if llm.num_heads % llm.num_kv_heads:
+            raise ValueError(f"num_heads {llm.num_heads} must be a multiple of num_kv_heads {llm.num_kv_heads}")
+        if self.latent_grid > self.gen.latent_grid_max:
+            raise ValueError(
+                f"generation grid {self.latent_grid} exceeds the position table ({self.gen.latent_grid_max})"
+            )
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError("vision.image_size must be a multiple of vision.patch_size")
+        ids = [getattr(self.tokens, f.name) for f in dataclasses.fields(self.tokens)]
+        if len(set(ids)) != len(ids) or max(ids) >= llm.vocab_size:
+            raise ValueError(f"special token ids {ids} must be distinct and below vocab_size {llm.vocab_size}")
+        return self
+
+    # --- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UniXConfig:
+        parts = {"llm": LanguageConfig, "vision": VisionConfig, "vae": VAEConfig, "gen": GenerationConfig,
+                 "tokens": TokenConfig}
+        kwargs = {}
+        for key, value in d.items():
+            if key in parts:
+                known = {f.name for f in dataclasses.fields(parts[key])}
+                unknown = set(value) - known
+                if unknown:
+                    raise ValueError(f"unknown {key} config fields: {sorted(unknown)}")
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                kwargs[key] = parts[key](**value)
+            elif key == "name":
+                kwargs[key] = value
+            else:
+                raise ValueError(f"unknown config field: {key!r}")
+        return cls(**kwargs).validate()
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> UniXConfig:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def diff(self, other: UniXConfig) -> list[str]:
+        """Dotted names of the fields that differ (used to refuse mismatched checkpoints)."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+# --- presets ------------------------------------------------------------------------------------
+def unix() -> UniXConfig:
+    """The released UniX configuration, exactly."""
+    return UniXConfig(name="unix").validate()
+
+
+def small(vocab_size: int = 4096) -> UniXConfig:
+    """CPU demo scale: trains all three stages on 2 cores in minutes."""
+    return UniXConfig(
+        name="small",
+        llm=LanguageConfig(hidden_size=384, num_layers=6, num_heads=6, num_kv_heads=6, head_dim=64,
+                           intermediate_size=1024, vocab_size=vocab_size, max_position=4096),
+        vision=VisionConfig(image_size=128, patch_size=16, width=192, depth=4, num_heads=3, mlp_dim=768),
+        vae=VAEConfig(latent_channels=8, block_out_channels=(32, 64, 64, 128), layers_per_block=1,
+                      norm_num_groups=16, scale=1.0, shift=0.0),
+        gen=GenerationConfig(image_size=128, latent_grid_max=16, repa_layer=3, repa_dim=192),
+        tokens=_own_tokens(vocab_size),
+    ).validate()
+
+
+def tiny(vocab_size: int = 256) -> UniXConfig:
+    """Tests: a forward pass in well under a second on one CPU core. Uses grouped KV heads on purpose."""
+    return UniXConfig(
+        name="tiny",
+        llm=LanguageConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                           intermediate_size=128, vocab_size=vocab_size, max_position=2048),
+        vision=VisionConfig(image_size=32, patch_size=8, width=32, depth=1, num_heads=2, mlp_dim=64),
+        vae=VAEConfig(latent_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                      scale=1.0, shift=0.0),
+        gen=GenerationConfig(image_size=16, latent_grid_max=8, repa_layer=1, repa_dim=24),
+        tokens=_own_tokens(vocab_size),
+    ).validate()
+
+
+def _own_tokens(vocab_size: int) -> TokenConfig:
+    """Placeholder ids for our own presets; a trained tokenizer writes its real special ids here."""
+    del vocab_size
+    return TokenConfig(bos=0, eos=1, pad=2, start_of_image=3, end_of_image=4)
+
+
+PRESETS = {"tiny": tiny, "small": small, "unix": unix}
+
+
+def preset(name: str) -> UniXConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

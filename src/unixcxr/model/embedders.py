@@ -1,0 +1,116 @@
+"""Small modules that turn non-text inputs into decoder tokens: rotary positions, the timestep
+embedder, the fixed 2D latent position table, the ViT connector."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE (rotate-half convention). Positions are explicit per token because an image block shares
+    one position."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: [B, L] -> cos, sin: [B, L, 1, head_dim] (broadcast over heads)
+        freqs = positions.float()[..., None] * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: [B, L, heads, head_dim]
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class TimestepEmbedder(nn.Module):
+    """Flow time t in [0, 1] -> sinusoid -> MLP (as DiT); simply added to latent tokens (no adaLN)."""
+
+    def __init__(self, hidden_size: int, frequency_dim: int = 256, max_period: float = 10000.0):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.max_period = max_period
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def sinusoid(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequency_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        # t: [N] -> [N, hidden]
+        return self.mlp(self.sinusoid(t).to(self.mlp[0].weight.dtype))
+
+
+def sincos_2d(embed_dim: int, grid_size: int) -> np.ndarray:
+    """Fixed 2D sin-cos table [grid_size**2, embed_dim], row-major (MAE convention)."""
+    coords = np.arange(grid_size, dtype=np.float64)
+    rows, cols = np.meshgrid(coords, coords, indexing="ij")
+
+    def one_axis(dim: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+        out = pos.reshape(-1)[:, None] * omega[None]
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    # first half of the channels encodes the column (x), second half the row (y), as in MAE/BAGEL
+    return np.concatenate([one_axis(embed_dim // 2, cols), one_axis(embed_dim // 2, rows)], axis=1)
+
+
+class LatentPositionTable(nn.Module):
+    """Fixed sin-cos positions for a grid_max x grid_max latent grid. A smaller grid uses the top-left
+    block (position id = row * grid_max + col), which is what lets stage 3 'extend' to 512 px."""
+
+    def __init__(self, hidden_size: int, grid_max: int):
+        super().__init__()
+        self.grid_max = grid_max
+        table = torch.from_numpy(sincos_2d(hidden_size, grid_max)).float()
+        self.register_buffer("pos_embed", table, persistent=True)
+
+    def ids(self, height: int, width: int, device=None) -> torch.Tensor:
+        if height > self.grid_max or width > self.grid_max:
+            raise ValueError(f"latent grid {height}x{width} exceeds the position table {self.grid_max}")
+        rows = torch.arange(height, device=device)[:, None]
+        cols = torch.arange(width, device=device)[None, :]
+        return (rows * self.grid_max + cols).reshape(-1)
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        # -> [height * width, hidden]
+        return self.pos_embed[self.ids(height, width, self.pos_embed.device)]
+
+
+class Connector(nn.Module):
+    """ViT features -> decoder width: Linear, GELU, Linear (released keys layers.0 / layers.2)."""
+
+    def __init__(self, in_dim: int, hidden_size: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class RepaProjector(nn.Module):
+    """gen hidden state -> target encoder space, 3 linear layers with SiLU (REPA)."""
+
+    def __init__(self, hidden_size: int, target_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size), nn.SiLU(),
+            nn.Linear(hidden_size, target_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)

@@ -1,0 +1,158 @@
+"""The Mixture-of-Transformers decoder: every layer holds two full sets of weights, the understanding
+expert (und: text, ViT tokens, image markers) and the generation expert (gen: VAE latent tokens).
+Each token goes through its own expert's norms, projections and MLP; attention is ONE softmax over
+the joint sequence (the paper's cross-modal self-attention)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unixcxr.model.config import LanguageConfig
+from unixcxr.model.embedders import apply_rotary
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Expert(nn.Module):
+    """One branch's weights for one layer (pre-norm attention projections, QK-norm, SwiGLU)."""
+
+    def __init__(self, cfg: LanguageConfig):
+        super().__init__()
+        H, d = cfg.hidden_size, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
+        self.attn_norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.q_proj = nn.Linear(H, cfg.num_heads * d, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.q_norm = nn.RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.o_proj = nn.Linear(cfg.num_heads * d, H, bias=False)
+        self.mlp_norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.mlp = SwiGLU(H, cfg.intermediate_size)
+
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [N, H] -> q, k, v concatenated: [N, (heads + 2 kv_heads) * head_dim], q and k normalised
+        h = self.attn_norm(x)
+        q = self.q_norm(self.q_proj(h).unflatten(-1, (self.num_heads, self.head_dim)))
+        k = self.k_norm(self.k_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim)))
+        return torch.cat([q.flatten(-2), k.flatten(-2), self.v_proj(h)], dim=-1)
+
+    def update(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        # residual stream after attention output projection and MLP: [N, H]
+        x = x + self.o_proj(attn)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+@dataclass
+class Routing:
+    """Which flattened tokens ([B * L]) go to which expert. The all-und / all-gen cases skip the
+    gather-scatter entirely (text decoding, latent-only steps)."""
+
+    und: torch.Tensor | None  # indices, or None when every token is und
+    gen: torch.Tensor | None  # indices, or None when no token is gen
+    all_gen: bool = False
+
+    @classmethod
+    def from_mask(cls, is_gen: torch.Tensor) -> Routing:
+        flat = is_gen.reshape(-1)
+        n_gen = int(flat.sum())
+        if n_gen == 0:
+            return cls(und=None, gen=None)
+        if n_gen == flat.numel():
+            return cls(und=None, gen=None, all_gen=True)
+        return cls(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
+
+
+def route(inputs: tuple[torch.Tensor, ...], routing: Routing, und_fn, gen_fn, out_dim: int,
+          freeze_und: bool) -> torch.Tensor:
+    """Apply und_fn to the und tokens and gen_fn to the gen tokens of inputs (each [B, L, D_i]) ->
+    [B, L, out_dim]. With freeze_und the und computations run without autograd: gradients stop at
+    every und-expert output, so a generation loss can never change understanding."""
+    und_ctx = torch.no_grad() if freeze_und else nullcontext()
+    if routing.all_gen:
+        return gen_fn(*inputs)
+    if routing.gen is None:
+        with und_ctx:
+            return und_fn(*inputs)
+    lead = inputs[0].shape[:-1]
+    flat = [t.reshape(-1, t.shape[-1]) for t in inputs]
+    with und_ctx:
+        und_out = und_fn(*(t[routing.und] for t in flat))
+    gen_out = gen_fn(*(t[routing.gen] for t in flat))
+    out = gen_out.new_empty(flat[0].shape[0], out_dim)
+    out = out.index_copy(0, routing.und, und_out.to(gen_out.dtype)).index_copy(0, routing.gen, gen_out)
+    return out.view(*lead, out_dim)
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: [layers, B, kv_heads, max_len, head_dim]. New keys are
+    written in place after `length`; `advance` commits them. Writing without advancing gives
+    scratch space: the image sampler reuses the cached prompt at every step this way."""
+
+    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device):
+        shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+        self.rows = slice(None)  # which batch rows the next forward touches
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: [B, kv_heads, L, d] -> all keys/values so far: [B, kv_heads, length + L, d]
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+        self.k[layer, self.rows, :, self.length:end] = k
+        self.v[layer, self.rows, :, self.length:end] = v
+        return self.k[layer, self.rows, :, :end], self.v[layer, self.rows, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+
+class MoTLayer(nn.Module):
+    def __init__(self, cfg: LanguageConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.und = Expert(cfg)
+        self.gen = Expert(cfg)
+
+    def forward(self, x, routing: Routing, rope, mask, cache: KVCache | None, layer_idx: int,
+                freeze_und: bool = False) -> torch.Tensor:
+        # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d]; mask: [B, 1, L, Lk] bool, or None for plain causal
+        cfg = self.cfg
+        B, L, _ = x.shape
+        nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        qkv = route((x,), routing, self.und.qkv, self.gen.qkv, (nq + 2 * nkv) * d, freeze_und)
+        q, k, v = qkv.split([nq * d, nkv * d, nkv * d], dim=-1)
+        cos, sin = rope
+        q = apply_rotary(q.view(B, L, nq, d), cos, sin).transpose(1, 2)  # [B, nq, L, d]
+        k = apply_rotary(k.view(B, L, nkv, d), cos, sin).transpose(1, 2)  # [B, nkv, L, d]
+        v = v.view(B, L, nkv, d).transpose(1, 2)
+        if cache is not None:
+            if mask is None and L > 1 and cache.length > 0:
+                raise ValueError("an explicit mask is needed when several queries follow cached keys")
+            k, v = cache.write(layer_idx, k, v)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None and L > 1, enable_gqa=nq != nkv
+        )
+        attn = attn.transpose(1, 2).reshape(B, L, nq * d)
+        return route((x, attn.to(x.dtype)), routing, self.und.update, self.gen.update, x.shape[-1], freeze_und)
