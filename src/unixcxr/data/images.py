@@ -1,0 +1,199 @@
+"""Radiograph image I/O: any file a user may hand us (PNG, JPEG, DICOM) becomes one
+grayscale float array in [0, 1] where 0 is black (air) and 1 is white (bone), so every later
+step (letterbox, model tensors, shards) sees the same photometry whatever the source.
+
+DICOM goes through pydicom's own modality and VOI transforms; MONOCHROME1 images (where a
+high stored value means black) are inverted here, once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.errors
+import pydicom.pixels
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
+DICOM_SUFFIXES = (".dcm", ".dicom")
+EIGHT_BIT_MAX, SIXTEEN_BIT_MAX = 255.0, 65535.0
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, for colour DICOM
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class ImageNorm:
+    """Per-channel normalisation of the understanding encoder's input (the same value for
+    all three channels, since a radiograph is grayscale)."""
+
+    mean: float
+    std: float
+
+
+UNDERSTANDING_SIZE = 384
+UNDERSTANDING_NORM = ImageNorm(mean=0.555895, std=0.336385)  # UniX release, computed on MIMIC-CXR
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be read as a radiograph; the message names the file and the fix."""
+
+
+def _fail(path: Path, problem: str, fix: str = "") -> ImageLoadError:
+    hint = fix or "check that it is a complete PNG, JPEG or DICOM file (re-export or re-download it)"
+    return ImageLoadError(f"{path}: {problem}; {hint}")
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True for DICOM files, recognised by suffix or by the 'DICM' preamble marker (many
+    archives store DICOM without a suffix)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with open(path, "rb") as f:
+        f.seek(DICOM_MAGIC_OFFSET)
+        return f.read(len(DICOM_MAGIC)) == DICOM_MAGIC
+
+
+def load_image(path: str | os.PathLike, min_size: int | None = None) -> np.ndarray:
+    """Read a radiograph as float32 [H, W] in [0, 1] (0 = black).
+
+    min_size: when the caller will shrink the image anyway, JPEGs are decoded at the smallest
+    DCT scale (1/2, 1/4, 1/8) that still keeps both sides >= min_size, which is several
+    times faster on full-size MIMIC JPEGs."""
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file", "check the path (and the data folder layout)")
+    if path.stat().st_size == 0:
+        raise _fail(path, "file is empty")
+    if is_dicom(path):
+        return load_dicom(path)
+    return _load_pillow(path, min_size)
+
+
+def _load_pillow(path: Path, min_size: int | None) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            if min_size is not None and img.format == "JPEG":
+                img.draft("L", (min_size, min_size))
+            img = ImageOps.exif_transpose(img)
+            img.load()  # decode now, so a truncated file fails here and not later
+            return pil_to_unit(img)
+    except UnidentifiedImageError as err:
+        raise _fail(path, "not a PNG, JPEG or DICOM image") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise _fail(path, f"corrupt or truncated image ({err})") from err
+
+
+def pil_to_unit(img: Image.Image) -> np.ndarray:
+    """Scale by the format's bit depth, not by the image's own range, so the exposure the
+    file encodes is kept."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float32)
+        top = SIXTEEN_BIT_MAX if arr.max(initial=0) <= SIXTEEN_BIT_MAX else float(arr.max())
+        return np.clip(arr / top, 0.0, 1.0)
+    if img.mode == "F":
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.float32) / EIGHT_BIT_MAX
+
+
+def load_dicom(path: str | os.PathLike) -> np.ndarray:
+    """Read a DICOM radiograph: stored values -> modality values (rescale slope/intercept or
+    modality LUT) -> display values (VOI LUT or window) -> [0, 1], inverted for MONOCHROME1.
+    Multi-frame files give their first frame."""
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+        stored = ds.pixel_array
+    except (pydicom.errors.InvalidDicomError, AttributeError, KeyError) as err:
+        raise _fail(path, f"DICOM without readable pixel data ({err})") from err
+    except (NotImplementedError, RuntimeError) as err:
+        fix = "install a decoder for its transfer syntax: pip install pylibjpeg pylibjpeg-openjpeg"
+        raise _fail(path, f"compressed DICOM pydicom cannot decode here ({err})", fix) from err
+    except (OSError, ValueError, EOFError) as err:
+        raise _fail(path, f"corrupt or truncated DICOM ({err})") from err
+    if ds.get("NumberOfFrames", 1) > 1:
+        stored = stored[0]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if not photometric.startswith("MONOCHROME"):  # pydicom has already converted YBR to RGB
+        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        return np.clip(stored.astype(np.float32) @ LUMA_WEIGHTS / top, 0.0, 1.0)
+    unit = _dicom_display_to_unit(stored, ds)
+    return 1.0 - unit if photometric == "MONOCHROME1" else unit
+
+
+def _dicom_display_to_unit(stored: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """Map to [0, 1] over the display range that the VOI transform produces. pydicom is asked
+    for that range itself (by pushing the extreme inputs through the same transform), so
+    windowing, VOI LUT sequences and signed data all follow pydicom's rules."""
+    values = pydicom.pixels.apply_modality_lut(stored, ds)
+    has_voi = "VOILUTSequence" in ds or "WindowCenter" in ds
+    if has_voi:
+        display = pydicom.pixels.apply_voi_lut(values, ds)
+        lo, hi = (float(v) for v in pydicom.pixels.apply_voi_lut(_extremes(values.dtype), ds))
+    else:
+        display = values
+    if not has_voi or hi <= lo:
+        lo, hi = float(display.min()), float(display.max())
+    if hi <= lo:
+        return np.zeros(display.shape, np.float32)
+    return np.clip((display.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _extremes(dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.array([info.min, info.max], dtype=dtype)
+    huge = np.finfo(np.float32).max
+    return np.array([-huge, huge], dtype=np.float64)
+
+
+def letterbox(img: np.ndarray, size: int, pad_value: float | None = None) -> np.ndarray:
+    """Fit [H, W] into a square [size, size] keeping the aspect ratio: the longer side is
+    resized to `size`, the shorter side is centred and padded. Padding defaults to the image's
+    own black level (its minimum), so the border looks like the collimated background."""
+    if img.ndim != 2 or min(img.shape) == 0:
+        raise ValueError(f"letterbox expects a non-empty 2-D grayscale array, got shape {img.shape}")
+    fill = float(img.min()) if pad_value is None else pad_value  # before resizing (no ringing)
+    height, width = img.shape
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        resized = Image.fromarray(img.astype(np.float32, copy=False)).resize((new_w, new_h), RESAMPLE)
+        img = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    if new_h == new_w == size:
+        return img.astype(np.float32, copy=False)
+    out = np.full((size, size), fill, dtype=np.float32)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    out[top : top + new_h, left : left + new_w] = img
+    return out
+
+
+def _as_array(img: np.ndarray | str | os.PathLike, size: int) -> np.ndarray:
+    if isinstance(img, np.ndarray):
+        return img
+    return load_image(img, min_size=size)
+
+
+def to_understanding_tensor(
+    img: np.ndarray | str | os.PathLike, size: int = UNDERSTANDING_SIZE, norm: ImageNorm = UNDERSTANDING_NORM
+) -> torch.Tensor:
+    """The vision encoder's input: letterboxed, 3 identical channels, normalised. [3, S, S]."""
+    square = torch.from_numpy(letterbox(_as_array(img, size), size))
+    return ((square - norm.mean) / norm.std).expand(3, size, size).contiguous()
+
+
+def to_vae_tensor(img: np.ndarray | str | os.PathLike, size: int) -> torch.Tensor:
+    """The VAE's input: letterboxed, 3 identical channels, in [-1, 1]. [3, S, S]."""
+    square = torch.from_numpy(letterbox(_as_array(img, size), size))
+    return (square * 2.0 - 1.0).expand(3, size, size).contiguous()
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float -> uint8 with rounding, for writing PNG/JPEG."""
+    return (np.clip(img, 0.0, 1.0) * EIGHT_BIT_MAX + 0.5).astype(np.uint8)
