@@ -13,8 +13,8 @@ from unixcxr.data.images import (
     ImageLoadError,
     letterbox,
     load_image,
-    to_understanding_tensor,
     to_uint8,
+    to_understanding_tensor,
     to_vae_tensor,
 )
 
