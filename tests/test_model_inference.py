@@ -120,3 +120,11 @@ def test_renorm_caps_the_guided_norm_per_sample():
 def test_sampler_grid_needs_two_points(num_points):
     with pytest.raises(ValueError, match="at least 2"):
         euler_sample(lambda x, t, b: {}, torch.zeros(1, 1, 1, 1), SamplerSettings(num_points=num_points))
+
+
+def test_unpadded_prompts_take_the_maskless_path_and_still_match(tiny_model):
+    torch.manual_seed(8)
+    reports, noise = [[30, 31, 32]], torch.randn(1, 4, 8, 8)
+    settings = SamplerSettings(num_points=4, cfg_text=1.0)  # one branch, one prompt: no padding at all
+    fast = generate_latents(tiny_model, reports, settings, (8, 8), noise=noise)
+    assert torch.allclose(fast, released_sample(tiny_model, reports, settings, noise), atol=1e-5)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler_sample
-from unixcxr.model.mot import KVCache
+from unixcxr.model.mot import FULL_ATTENTION, KVCache
 from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate
 from unixcxr.model.unix import UniX, unpatchify
 
@@ -81,8 +81,12 @@ def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: floa
     kind = torch.full((B * k, n), LATENT, device=device)
     kind[:, 0] = kind[:, -1] = TEXT
     positions = cache.next_position[rows][:, None].expand(-1, n)
-    prefix_valid = cache.key_valid[rows][:, None, None, :].expand(-1, 1, n, -1)
-    mask = torch.cat([prefix_valid, prefix_valid.new_ones(B * k, 1, n, n)], dim=-1)
+    prefix_valid = cache.key_valid[rows]
+    if prefix_valid.all():
+        mask = FULL_ATTENTION  # no padding: the block sees every prefix key and itself
+    else:
+        prefix_valid = prefix_valid[:, None, None, :].expand(-1, 1, n, -1)
+        mask = torch.cat([prefix_valid, prefix_valid.new_ones(B * k, 1, n, n)], dim=-1)
     cache.kv.rows = rows
     try:
         out, _ = model.run_layers(h, kind == LATENT, positions, mask, cache.kv)

@@ -17,6 +17,7 @@ class DecodingSettings:
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy (the released evaluation setting)
     top_p: float = 1.0
+    ignore_eos: bool = False  # always write max_new_tokens (benchmarks)
 
 
 def sample_next(logits: torch.Tensor, settings: DecodingSettings, generator=None) -> torch.Tensor:
@@ -68,7 +69,8 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
         token = sample_next(logits, settings, generator)
         token = torch.where(finished, torch.full_like(token, pad), token)
         tokens.append(token)
-        finished |= token == eos
+        if not settings.ignore_eos:
+            finished |= token == eos
         if bool(finished.all()) or step == settings.max_new_tokens - 1:
             break
         # decode: one new token per row attends to every cached key of its row

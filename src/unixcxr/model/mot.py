@@ -15,6 +15,26 @@ from torch import nn
 from unixcxr.model.config import LanguageConfig
 from unixcxr.model.embedders import apply_rotary
 
+FULL_ATTENTION = "full"  # mask value: every query sees every key (no mask tensor needed)
+
+
+DECODE_QUERY_LIMIT = 4  # up to this many queries over a longer cache, plain matmul attention is faster
+
+
+def decode_attention(q, k, v, mask):
+    """Attention for a few queries over many cached keys: two matmuls. The fused SDPA kernels are
+    built for long query blocks and, on CPU, cost several times more for one query.
+    q: [B, nq, L, d]; k, v: [B, nkv, Lk, d]; mask: [B, 1, L, Lk] bool or None -> [B, nq, L, d]."""
+    B, nq, L, d = q.shape
+    nkv = k.shape[1]
+    q = q.reshape(B, nkv, (nq // nkv) * L, d)  # grouped heads share their key/value head
+    scores = torch.matmul(q, k.transpose(-1, -2)) * d ** -0.5  # [B, nkv, g*L, Lk]
+    if mask is not None:
+        m = mask.expand(B, 1, L, -1).repeat(1, 1, nq // nkv, 1)  # [B, 1, g*L, Lk]
+        scores = scores.masked_fill(~m, float("-inf"))
+    out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
+    return out.reshape(B, nq, L, d)
+
 
 class SwiGLU(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int):
@@ -137,7 +157,8 @@ class MoTLayer(nn.Module):
 
     def forward(self, x, routing: Routing, rope, mask, cache: KVCache | None, layer_idx: int,
                 freeze_und: bool = False) -> torch.Tensor:
-        # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d]; mask: [B, 1, L, Lk] bool, or None for plain causal
+        # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d]
+        # mask: [B, 1, L, Lk] bool (True = attend), None for plain causal, or FULL_ATTENTION
         cfg = self.cfg
         B, L, _ = x.shape
         nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -148,11 +169,15 @@ class MoTLayer(nn.Module):
         k = apply_rotary(k.view(B, L, nkv, d), cos, sin).transpose(1, 2)  # [B, nkv, L, d]
         v = v.view(B, L, nkv, d).transpose(1, 2)
         if cache is not None:
-            if mask is None and L > 1 and cache.length > 0:
+            if mask is None and L > 1 and cache.length > 0:  # a causal flag would align to the wrong corner
                 raise ValueError("an explicit mask is needed when several queries follow cached keys")
             k, v = cache.write(layer_idx, k, v)
-        attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None and L > 1, enable_gqa=nq != nkv
-        )
+        if L <= DECODE_QUERY_LIMIT and k.shape[2] > L:
+            attn = decode_attention(q, k, v, None if isinstance(mask, str) else mask)
+        else:
+            attn = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if isinstance(mask, str) else mask, is_causal=mask is None and L > 1,
+                enable_gqa=nq != nkv,
+            )
         attn = attn.transpose(1, 2).reshape(B, L, nq * d)
         return route((x, attn.to(x.dtype)), routing, self.und.update, self.gen.update, x.shape[-1], freeze_und)

@@ -1,0 +1,57 @@
+"""Image generation: our sampler (prompt prefix cached once, guidance branches batched into one
+forward, no pass whose scale is 1) vs the released scheme (whole sequence re-run per step, three
+passes inside the guidance interval, one sample at a time). Same noise: outputs must be identical.
+Target (issue 2 / 9): >= 2x faster."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.common import machine, print_table, random_model, timed
+from unixcxr.flow.reference import released_sample
+from unixcxr.flow.sampler import PRESETS, SamplerSettings
+from unixcxr.inference.images import generate_latents
+
+
+def main(quick: bool = False, preset: str = "small", prompt_tokens: int = 120, batch: int = 2) -> dict:
+    model = random_model(preset)
+    cfg = model.config
+    grid = cfg.latent_grid
+    base = PRESETS["released"]
+    settings = SamplerSettings(num_points=11 if quick else base.num_points, cfg_text=base.cfg_text,
+                               cfg_img=base.cfg_img, cfg_interval=base.cfg_interval, shift=base.shift)
+    g = torch.Generator().manual_seed(0)
+    reports = [torch.randint(10, cfg.llm.vocab_size - 10, (prompt_tokens - 7 * i,), generator=g).tolist()
+               for i in range(batch)]
+    noise = torch.randn(batch, cfg.vae.latent_channels, grid, grid, generator=g)
+    ours = generate_latents(model, reports, settings, (grid, grid), noise=noise)
+    theirs = released_sample(model, reports, settings, noise)
+    max_diff = (ours - theirs).abs().max().item()
+    t_ours = timed(lambda: generate_latents(model, reports, settings, (grid, grid), noise=noise))
+    t_theirs = timed(lambda: released_sample(model, reports, settings, noise))
+    steps = settings.num_points - 1
+    results = {
+        "preset": preset, "machine": machine(), "resolution": cfg.gen.image_size, "latent_tokens": grid * grid,
+        "prompt_tokens": prompt_tokens, "batch": batch, "steps": steps,
+        "seconds_per_image_ours": t_ours / batch, "seconds_per_image_released": t_theirs / batch,
+        "speedup": t_theirs / t_ours, "max_abs_difference": max_diff,
+    }
+    print_table(f"image generation ({preset}, {cfg.gen.image_size} px, {grid * grid} latent tokens, "
+                f"{steps} steps, text CFG {settings.cfg_text}, batch {batch}, {machine()})", [
+        ("ours: s / image", f"{t_ours / batch:.2f}"),
+        ("released scheme: s / image", f"{t_theirs / batch:.2f}"),
+        ("speedup", f"{t_theirs / t_ours:.2f}x  (target >= 2x)"),
+        ("max |difference| of latents", f"{max_diff:.1e}"),
+    ])
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch", type=int, default=2)
+    args = parser.parse_args()
+    main(args.quick, args.preset, batch=args.batch)
