@@ -1,0 +1,157 @@
+"""Batch input and resumable output for the cleaning pipeline.
+
+Input: JSONL (one object per line) or CSV, an id column and a report column, names configurable.
+A line that cannot be read becomes an InputRecord with an `error`, so that it reaches the output as
+a failed record instead of stopping the run or vanishing.
+
+Output: JSONL, appended one complete line per write, flushed and fsynced, so a run killed at any
+moment leaves every finished record on disk and at most one partial line at the end. On restart
+the partial line is cut off and the ids already written are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from unixcxr.data.reports import DataError
+
+log = logging.getLogger(__name__)
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = (".csv", ".tsv")
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input row: its id, its report text, or why it could not be read."""
+
+    id: str
+    text: str | None
+    error: str | None = None
+
+
+def _record(row: dict, where: str, id_column: str, text_column: str) -> InputRecord:
+    record_id = row.get(id_column)
+    record_id = where if record_id is None or str(record_id).strip() == "" else str(record_id)
+    text = row.get(text_column)
+    if not isinstance(text, str):
+        found = "missing" if text is None else f"a {type(text).__name__}, not text"
+        return InputRecord(record_id, None, f"{where}: report column {text_column!r} is {found}")
+    return InputRecord(record_id, text)
+
+
+def _read_jsonl(path: Path, id_column: str, text_column: str) -> Iterator[InputRecord]:
+    with path.open("r", encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield InputRecord(where, None, f"{where}: malformed JSON ({err.msg})")
+                continue
+            if not isinstance(row, dict):
+                yield InputRecord(where, None, f"{where}: expected a JSON object, got {type(row).__name__}")
+                continue
+            yield _record(row, where, id_column, text_column)
+
+
+def _read_csv(path: Path, id_column: str, text_column: str) -> Iterator[InputRecord]:
+    csv.field_size_limit(sys.maxsize // 2)  # MIMIC reports with long addenda exceed the 128 kB default
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        missing = [c for c in (id_column, text_column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: no column {missing} (columns: {reader.fieldnames}); "
+                            "name the right ones with --id-column / --text-column")  # fmt: skip
+        while True:
+            where = f"row {reader.line_num + 1}"
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield InputRecord(where, None, f"{where}: unreadable CSV ({err})")
+                continue
+            yield _record(row, where, id_column, text_column)
+
+
+def read_records(path: str | Path, id_column: str = "id",
+                 text_column: str = "report") -> Iterator[InputRecord]:  # fmt: skip
+    """Records of a JSONL or CSV file, chosen by suffix; DataError for a missing or unknown file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such input file")
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path, id_column, text_column)
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(path, id_column, text_column)
+    raise DataError(f"{path}: unknown input format {suffix!r}; use .jsonl or .csv")
+
+
+def count_records(path: str | Path, id_column: str = "id", text_column: str = "report") -> int:
+    """How many records read_records will yield (for the progress bar)."""
+    return sum(1 for _ in read_records(path, id_column, text_column))
+
+
+class ResumableWriter:
+    """Append-only JSONL output that survives being killed.
+
+    Opening it repairs the file (a partial last line from a killed run is truncated away) and
+    collects the ids already written; `append` writes one whole line with a single write() on an
+    O_APPEND descriptor, then fsyncs, so a line is either fully on disk or not at all."""
+
+    def __init__(self, path: str | Path, redact: Callable[[str], str] | None = None):
+        self.path = Path(path)
+        self._redact = redact or (lambda text: text)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = self._repair_and_collect()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _repair_and_collect(self) -> set[str]:
+        if not self.path.exists():
+            return set()
+        data = self.path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            log.warning("%s: dropping a partial last line (%d bytes) left by an interrupted run",
+                        self.path, len(data) - complete)  # fmt: skip
+            os.truncate(self.path, complete)
+        done = set()
+        for number, line in enumerate(data[:complete].splitlines(), start=1):
+            try:
+                done.add(str(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: line %d is not an output record; its id will be cleaned again",
+                            self.path, number)  # fmt: skip
+        return done
+
+    def append(self, record: dict) -> None:
+        line = (self._redact(json.dumps(record, ensure_ascii=False)) + "\n").encode("utf-8")
+        view = memoryview(line)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        os.fsync(self._fd)
+        self.done.add(str(record["id"]))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ResumableWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
