@@ -153,3 +153,19 @@ def test_prepare_cli_turns_a_data_folder_into_shards(tmp_path, capsys):
     batch = collate_samples([s for s in ShardStream(tmp_path / "out", "test", shuffle=False)])
     assert batch["image"].shape == (2, 24, 24) and batch["impression"] == ["Pneumonia.", "Pneumonia."]
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "o2")]) == 2
+
+
+def test_synthcxr_folder_prepares_and_streams_every_frontal_image(tmp_path):
+    synthcxr = pytest.importorskip("unixcxr.data.synthcxr")
+    if not hasattr(synthcxr, "generate_dataset"):
+        pytest.skip("the SynthCXR generator is not available yet")
+    summary = synthcxr.generate_dataset(tmp_path / "synth", n=20, size=64, seed=1, progress=False)
+    assert main(["prepare", str(tmp_path / "synth"), str(tmp_path / "out"), "--size", "32",
+                 "--shard-size", "4"]) == 0
+    streamed = {}
+    for split, count in summary.split_counts.items():
+        if count:
+            batches = list(ShardLoader(ShardStream(tmp_path / "out", split, batch_size=3, shuffle=False)))
+            streamed[split] = sum(len(b["key"]) for b in batches)
+            assert all(b["image"].shape[1:] == (32, 32) for b in batches)
+    assert streamed == {s: c for s, c in summary.split_counts.items() if c}
