@@ -89,6 +89,7 @@ def test_cleaning_drops_indication_and_placeholders_and_joins_wrapped_lines():
     assert "chf" not in doc and "___" not in doc and "xxxx are clear" in doc and "normal" in doc
 
 
+@pytest.mark.slow
 def test_every_real_iu_report_is_labelled():
     """All 3,927 Indiana University reports (read in place from torchxrayvision) label cleanly."""
     pytest.importorskip("torchxrayvision")

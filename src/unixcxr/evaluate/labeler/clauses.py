@@ -5,8 +5,11 @@ joined ("soft" link) when the second continues a list - "no effusion, consolidat
 pneumothorax" - and separated ("hard" link) when it starts a new statement - "no pneumothorax,
 but a small left effusion", "no pneumothorax, small left effusion", "there is no effusion, and
 the heart is enlarged". A run of soft-linked chunks is a group: negation and uncertainty cues
-reach across their group and never beyond it. Chunks on either side of "or" / "versus" are
-alternatives, which CheXpert labels uncertain ("atelectasis or pneumonia").
+reach across their group and never beyond it. "with" separates forward scope ("no pneumothorax
+with a chest tube in place") but not backward scope, since "X with Y" is one subject ("edema
+with septal lines cannot be excluded"), so every chunk also has a backward group. Chunks on
+either side of "or" / "versus" are alternatives, which CheXpert labels uncertain ("atelectasis
+or pneumonia").
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ _BOUNDARY_WORDS = (
 )
 BOUNDARY = re.compile(rf"(?P<comma>,\s*)?\b(?P<word>{_BOUNDARY_WORDS})\b|(?P<punct>[,;:])")
 
-COMMA, AND, OR, VERSUS, HARD = "comma", "and", "or", "versus", "hard"
-_WORD_KIND = {"and": AND, "or": OR, "nor": OR, "and/or": OR, "versus": VERSUS, "vs": VERSUS}
+COMMA, AND, OR, VERSUS, WITH, HARD = "comma", "and", "or", "versus", "with", "hard"
+_WORD_KIND = {"and": AND, "or": OR, "nor": OR, "and/or": OR, "versus": VERSUS, "vs": VERSUS, "with": WITH}
 # "consistent with pneumonia" keeps its object in the same chunk; other "with"s start a new statement.
 _WITH_JOINS_AFTER = ("consistent", "compatible", "associated", "along", "together", "keeping", "filled")
 
@@ -37,6 +40,8 @@ _SEVERITY = re.compile(
     r"|improving|decreased|decreasing|enlarged|enlarging|known|chronic|interval)\b"
 )
 _LATER_OR = re.compile(r"\b(?:or|nor)\b")
+# "nodules in the right upper lung, the largest measuring 2 cm, ..." describes the same finding.
+_APPOSITIVE = re.compile(r"\s*(?:the\s+)?(?:largest|larger|biggest|dominant|measuring)\b")
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Clauses:
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     group: list[int] = field(default_factory=list)
+    back_group: list[int] = field(default_factory=list)  # like group, but "with" does not separate
     # Mentions at or after this position of the chunk are alternatives ("a or b"); None: no "or".
     alternative_from: list[int | None] = field(default_factory=list)
 
@@ -54,24 +60,36 @@ class Clauses:
         return max(bisect.bisect_right(self.starts, pos) - 1, 0)
 
 
-def build_clauses(doc: str, sentences: list[tuple[int, int]], trigger_starts: list[int]) -> Clauses:
+def build_clauses(
+    doc: str, sentences: list[tuple[int, int]], trigger_starts: list[int], mention_starts: list[int]
+) -> Clauses:
     """Cut each sentence into chunks and decide which neighbours share a negation scope.
 
     `trigger_starts` (sorted) are the positions of negation / hedge cues: a chunk holding one is a
     complete statement of its own, so a following "and the heart is enlarged" starts a new group.
+    `mention_starts` (sorted) are where phrases of any observation start: after a comma, a new
+    severity word starts a new finding only when the chunk before already named one ("no
+    pneumothorax, small effusion", but "possible acute, mildly displaced fracture").
     """
     clauses = Clauses()
-    group = -1
+    group = back_group = -1
     for sent_start, sent_end in sentences:
         chunks, links = _cut(doc, sent_start, sent_end)
         group += 1
+        back_group += 1
         first = len(clauses.starts)
         for i, (start, end) in enumerate(chunks):
-            if i > 0 and not _is_soft(doc, chunks[i - 1], (start, end), links[i - 1], sent_end, trigger_starts):
-                group += 1
+            if i > 0:
+                link = links[i - 1]
+                soft = link[0] == WITH or _is_soft(
+                    doc, chunks[i - 1], (start, end), link, sent_end, trigger_starts, mention_starts
+                )
+                group += link[0] == WITH or not soft
+                back_group += not soft
             clauses.starts.append(start)
             clauses.ends.append(end)
             clauses.group.append(group)
+            clauses.back_group.append(back_group)
             clauses.alternative_from.append(None)
         _mark_alternatives(doc, clauses, first, links, trigger_starts)
     return clauses
@@ -113,7 +131,7 @@ def _add_chunk(doc, start, end, chunks, links, pending):
     return None
 
 
-def _is_soft(doc, prev, nxt, link, sent_end, trigger_starts) -> bool:
+def _is_soft(doc, prev, nxt, link, sent_end, trigger_starts, mention_starts) -> bool:
     """True when chunk `nxt` continues the list or statement of chunk `prev`."""
     kind, _ = link
     if kind in (OR, VERSUS):
@@ -123,20 +141,24 @@ def _is_soft(doc, prev, nxt, link, sent_end, trigger_starts) -> bool:
     nxt_text = doc[nxt[0] : nxt[1]]
     starts_new_item = bool(_DETERMINER.match(nxt_text) or _SEVERITY.match(nxt_text))
     if kind == COMMA:
+        if _APPOSITIVE.match(nxt_text):
+            return True
         if _VERB.search(nxt_text) or _DETERMINER.match(nxt_text):
             return False
-        return not (_SEVERITY.match(nxt_text) and not _LATER_OR.search(doc, nxt[0], sent_end))
+        new_finding = _SEVERITY.match(nxt_text) and _has_position(mention_starts, prev)
+        return not (new_finding and not _LATER_OR.search(doc, nxt[0], sent_end))
     # "and": a second full statement, or a new positive item after a negated one, is separate.
     prev_text = doc[prev[0] : prev[1]]
-    prev_has_cue = _has_trigger(trigger_starts, prev)
+    prev_has_cue = _has_position(trigger_starts, prev)
     if _VERB.search(nxt_text) and (_VERB.search(prev_text) or prev_has_cue):
         return False
     return not (starts_new_item and prev_has_cue)
 
 
-def _has_trigger(trigger_starts: list[int], span: tuple[int, int]) -> bool:
-    i = bisect.bisect_left(trigger_starts, span[0])
-    return i < len(trigger_starts) and trigger_starts[i] < span[1]
+def _has_position(positions: list[int], span: tuple[int, int]) -> bool:
+    """True when one of the sorted `positions` lies inside span."""
+    i = bisect.bisect_left(positions, span[0])
+    return i < len(positions) and positions[i] < span[1]
 
 
 def _mark_alternatives(doc, clauses: Clauses, first: int, links, trigger_starts: list[int]) -> None:

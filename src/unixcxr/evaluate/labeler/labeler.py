@@ -40,6 +40,7 @@ _SKIPPED_SECTION = re.compile(r"indication|history|clinical|reason|comparison|te
 _HEADER = re.compile(
     rf"(?:^|(?<=\n)|(?<=\.\s))[ \t]*(?P<name>{_SECTION_NAMES})[ \t]*:", re.IGNORECASE
 )
+_HYPHEN_WRAP = re.compile(r"(?<=\w)-[ \t]*\n[ \t]*(?=\w)")  # "plate-\nlike" wrapped at its hyphen
 _LIST_ITEM = re.compile(r"\n[ \t]*(?=(?:\d+[.)]|[-*\u2022])\s)")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _ABBREVIATION = re.compile(r"\b(?:vs|dr|approx|e\.g|i\.e|cf)\.")
@@ -60,7 +61,7 @@ def clean_report(text: str) -> str:
         cursor = header.end()
     if keep:
         kept.append(text[cursor:])
-    text = _PARAGRAPH.sub(" . ", _LIST_ITEM.sub("\n\n", "".join(kept)))
+    text = _PARAGRAPH.sub(" . ", _LIST_ITEM.sub("\n\n", _HYPHEN_WRAP.sub("-", "".join(kept))))
     text = _ABBREVIATION.sub(lambda m: m.group().replace(".", ""), text.replace("\n", " ").lower())
     return _SPACES.sub(" ", text).strip()
 
@@ -148,9 +149,9 @@ def label_report(text: str) -> dict[str, int | None]:
     sentences = split_sentences(doc)
     if not sentences:
         return labels
-    cues = find_cues(doc)
-    report = _Report(doc, build_clauses(doc, sentences, cues.starts()), cues)
-    hits, heart_failure = rules.FINDER.find(doc), False
+    cues, hits, heart_failure = find_cues(doc), rules.FINDER.find(doc), False
+    mention_starts = sorted(start for found in hits.values() for start, _, _ in found)
+    report = _Report(doc, build_clauses(doc, sentences, cues.starts(), mention_starts), cues)
     for name in {name for name, _ in hits}:
         states, failure = _observation_states(report, name, hits)
         heart_failure |= failure

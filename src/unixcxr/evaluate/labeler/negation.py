@@ -100,8 +100,9 @@ UNCERTAINTY = _alternation(
     r"(?:to )?(?:rule out|r/o|exclude)",
     r"(?:evaluat|assess)\w* for",
 )
-# An uncertainty cue that ends its chunk ("pneumothorax is suspected.") reaches backwards.
-_CHUNK_TAIL = re.compile(r"\s*(?:(?:be|been)\s+)?(?:present|seen|noted|identified|there)?\s*$")
+# An uncertainty cue that ends its chunk ("pneumothorax is suspected.") or the predicate ("plaques
+# are likely present bilaterally") reaches backwards.
+_CHUNK_TAIL = re.compile(r"\s*(?:(?:be|been)\s+)?(?:(?:present|seen|noted|identified)\b|\s*$)")
 
 Cue = Hit  # (start, end, text)
 
@@ -151,13 +152,15 @@ def classify(doc: str, start: int, end: int, clauses: Clauses, cues: Cues, hedge
     `hedged` marks wording that is uncertain by itself ("vascular congestion") unless negated.
     """
     first, last = clauses.chunk_at(start), clauses.chunk_at(max(end - 1, start))
-    group = clauses.group[first]
-    if _forward(cues.pre_neg_forward, end, group, clauses) or _backward(cues.pre_neg_backward, end, group, clauses):
+    group, back_group = clauses.group[first], clauses.back_group[first]
+    if _forward(cues.pre_neg_forward, end, group, clauses) or _backward(
+        cues.pre_neg_backward, end, back_group, clauses
+    ):
         return UNCERTAIN
     if (
         _forward(cues.neg_forward, end, group, clauses)
         or _forward(cues.neg_forward_chunk, end, group, clauses, chunks=(first, last))
-        or _backward(cues.neg_backward, end, group, clauses)
+        or _backward(cues.neg_backward, end, back_group, clauses)
     ):
         return NEGATIVE
     alternative_from = clauses.alternative_from[first]
@@ -166,7 +169,7 @@ def classify(doc: str, start: int, end: int, clauses: Clauses, cues: Cues, hedge
     if _forward(cues.uncertain, end, group, clauses):
         return UNCERTAIN
     tails = [cue for cue in cues.uncertain if _ends_chunk(doc, cue, clauses)]
-    if _backward(tails, end, group, clauses):
+    if _backward(tails, end, back_group, clauses):
         return UNCERTAIN
     return POSITIVE
 
@@ -184,9 +187,9 @@ def _forward(cues: list[Cue], end: int, group: int, clauses: Clauses, chunks: tu
     return False
 
 
-def _backward(cues: list[Cue], end: int, group: int, clauses: Clauses) -> bool:
-    """A cue after the mention end, in the same group."""
-    return any(start >= end and clauses.group[clauses.chunk_at(start)] == group for start, _, _ in cues)
+def _backward(cues: list[Cue], end: int, back_group: int, clauses: Clauses) -> bool:
+    """A cue after the mention end, in the same backward group."""
+    return any(start >= end and clauses.back_group[clauses.chunk_at(start)] == back_group for start, _, _ in cues)
 
 
 def _ends_chunk(doc: str, cue: Cue, clauses: Clauses) -> bool:

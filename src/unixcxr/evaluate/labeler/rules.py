@@ -42,7 +42,6 @@ PHRASES: dict[str, Phrases] = {
         attributes=(
             r"(?:cardio)?mediastin(?:um|al)(?: (?:silhouette|contours?|configuration|width|structures))?",
             r"pericardial silhouette",
-            r"hilar contours?",
         ),
         unmentions=(
             r"mediastinal (?:shift|drains?|tubes?|clips?|wires?|lymph\w*|nodes?|mass\w*|emphysema|fat|air)",
@@ -122,7 +121,12 @@ PHRASES: dict[str, Phrases] = {
         mentions=(
             r"pleural (?:thickening|based scar\w*|scar\w*|plaques?|calcifications?)",
             r"pleuro-?parenchymal (?:scar\w*|thickening)",
+            r"pleura(?: is| are)?(?: \w+ly)? thickened",
+            r"thickened pleura\w*",
+            r"plaques? along the (?:\w+ )?pleura\w*",
             r"fibrothorax",
+            r"(?:apical )?pleural caps?",
+            r"apical caps?",
             r"fibrosis",
         ),
     ),
