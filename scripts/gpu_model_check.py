@@ -1,0 +1,195 @@
+"""One-shot GPU check of the `unix` preset (random weights, bf16): correctness of the fast paths
+against the slow ones on the device, and the numbers of issues 2 and 9 (decode cost vs length and
+batch, seconds per 512 px image, sampler vs the released scheme, training MFU vs the measured
+matmul peak). Prints a table last; writes JSON to $OUT (or ./gpu_model_check.json).
+
+    python scripts/gpu_model_check.py            # on a GPU machine
+    python scripts/gpu_model_check.py --preset tiny --device cpu   # the same code path, in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from unixcxr.data.batches import GenerationExample, UnderstandingExample, make_batch  # noqa: E402
+from unixcxr.flow.reference import released_sample  # noqa: E402
+from unixcxr.flow.sampler import SamplerSettings  # noqa: E402
+from unixcxr.inference.images import generate_latents  # noqa: E402
+from unixcxr.inference.report import DecodingSettings, generate_reports, generate_reports_uncached  # noqa: E402
+from unixcxr.model.config import preset  # noqa: E402
+from unixcxr.model.unix import UniX  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat=3, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak(device, dtype, n):
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    t = timed(lambda: a @ b, device, repeat=10, warmup=3)
+    return 2 * n ** 3 / t
+
+
+def build(name, device, dtype):
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = UniX(preset(name))
+    with torch.no_grad():
+        model.llm2vae.weight.normal_(0, 0.02)
+    return model.to(dtype).eval()
+
+
+def decode_checks(model, device, out, quick):
+    S = model.config.vision.image_size
+    prompt = list(range(10, 40))
+    img = torch.randn(1, 3, S, S, device=device, dtype=model.lm_head.weight.dtype)
+    # correctness on the device: cached == uncached greedy tokens for a short run
+    s = DecodingSettings(max_new_tokens=16, ignore_eos=True)
+    a = generate_reports(model, img, [prompt], s)
+    b = generate_reports_uncached(model, img, [prompt], s)
+    out["decode_cached_equals_uncached_16_tokens"] = a == b
+
+    def per_token(batch, n):
+        imgs = img.expand(batch, -1, -1, -1)
+        one = timed(lambda: generate_reports(model, imgs, [prompt] * batch, DecodingSettings(1, ignore_eos=True)),
+                    device)
+        full = timed(lambda: generate_reports(model, imgs, [prompt] * batch, DecodingSettings(n, ignore_eos=True)),
+                     device, repeat=1 if quick else 3)
+        return (full - one) / (n - 1)
+
+    t32, t512 = per_token(1, 32), per_token(1, 128 if quick else 512)
+    t16 = per_token(16, 32)
+    out.update(decode_ms_per_token_32=1e3 * t32, decode_ms_per_token_512=1e3 * t512,
+               decode_length_ratio=t512 / t32, decode_batch16_vs_batch1=16 * t32 / t16)
+
+
+def image_checks(model, device, out, quick):
+    cfg = model.config
+    grid = cfg.latent_grid
+    C = cfg.vae.latent_channels
+    g = torch.Generator().manual_seed(0)
+    report = torch.randint(10, cfg.llm.vocab_size - 10, (120,), generator=g).tolist()
+    noise = torch.randn(1, C, grid, grid, generator=g).to(device=device, dtype=torch.float32)
+    released = SamplerSettings()  # 50 points, text CFG 2.0, interval (0.4, 1.0]
+    t_one = timed(lambda: generate_latents(model, [report], released, (grid, grid), noise=noise), device,
+                  repeat=1 if quick else 3)
+    out["seconds_per_image_batch1_50steps"] = t_one
+    noise4 = noise.repeat(4, 1, 1, 1)
+    t_four = timed(lambda: generate_latents(model, [report] * 4, released, (grid, grid), noise=noise4), device,
+                   repeat=1)
+    out["images_per_second_batch4"] = 4 / t_four
+    short = SamplerSettings(num_points=11)
+    ours = generate_latents(model, [report], short, (grid, grid), noise=noise)
+    theirs = released_sample(model, [report], short, noise)
+    out["sampler_rel_difference_vs_released"] = ((ours - theirs).norm() / theirs.norm()).item()
+    t_ours = timed(lambda: generate_latents(model, [report], short, (grid, grid), noise=noise), device, repeat=1)
+    t_rel = timed(lambda: released_sample(model, [report], short, noise), device, repeat=1)
+    out["sampler_speedup_vs_released"] = t_rel / t_ours
+
+
+def train_checks(model, device, out, peak, quick):
+    """One optimizer step per stage shape, bf16 autocast over fp32 master weights."""
+    cfg = model.config
+    model = model.float().train()
+    g = torch.Generator().manual_seed(1)
+    hi = min(9000, cfg.llm.vocab_size - 10)
+    results = {}
+    for stage, batch_size, gen_size in (("und_sft", 8, None), ("gen_finetune", 8, cfg.gen.image_size)):
+        params = model.und_parameters() if stage == "und_sft" else model.gen_parameters()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.95), eps=1e-15, fused=device.type == "cuda")
+        S = cfg.vision.image_size
+        if stage == "und_sft":
+            und = [UnderstandingExample(torch.randn(3, S, S), torch.randint(10, hi, (20,), generator=g).tolist(),
+                                        torch.randint(10, hi, (180,), generator=g).tolist())
+                   for _ in range(batch_size)]
+            batch = make_batch(cfg, und).to(device)
+        else:
+            grid = gen_size // cfg.vae.downsample
+            gen = [GenerationExample(torch.randn(cfg.vae.latent_channels, grid, grid),
+                                     torch.randint(10, hi, (120,), generator=g).tolist())
+                   for _ in range(batch_size)]
+            batch = make_batch(cfg, generation=gen, text_dropout=0.0).to(device)
+
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                losses = model(batch.sequence, images=batch.images, latents=batch.latents,
+                               freeze_und=stage != "und_sft")
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t = timed(step, device, repeat=2 if quick else 5, warmup=2)
+        tokens = batch.num_tokens
+        flops = model.flops_per_token(batch.sequence.shape[1]) * tokens
+        results[stage] = {
+            "tokens_per_step": tokens, "tokens_per_second": tokens / t, "mfu_vs_measured_peak": flops / t / peak,
+            "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
+        }
+        del opt
+    out["training"] = results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="unix")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip", default="", help="comma list of: decode,image,train")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    out = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+           "preset": args.preset}
+    t0 = time.time()
+    peak = matmul_peak(device, dtype, 8192 if device.type == "cuda" else 512)
+    out["matmul_peak_tflops"] = peak / 1e12
+    model = build(args.preset, device, dtype)
+    skip = set(args.skip.split(","))
+    with torch.inference_mode(False):
+        if "decode" not in skip:
+            decode_checks(model, device, out, args.quick)
+            print("decode done", round(time.time() - t0), "s", flush=True)
+        if "image" not in skip:
+            image_checks(model, device, out, args.quick)
+            print("image done", round(time.time() - t0), "s", flush=True)
+        if "train" not in skip:
+            train_checks(model, device, out, peak, args.quick)
+            print("train done", round(time.time() - t0), "s", flush=True)
+    out["wall_seconds"] = time.time() - t0
+    path = Path(os.environ.get("OUT", ".")) / "gpu_model_check.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
