@@ -28,7 +28,7 @@ examples:
 train reads the training split's reports (as "FINDINGS: ... IMPRESSION: ...", the text the
 model learns) from DATA_DIR in the MIMIC-CXR-JPG layout, plus the instructions of
 DATA_DIR/understanding_train.json when present. Special tokens get ids 0..4:
-{", ".join(f"{role} {name}" for role, name in SPECIAL_TOKEN_NAMES.as_dict().items())}.
+{", ".join(f"{role} {name}" for role, name in SPECIAL_TOKEN_NAMES.items())}.
 Default vocabulary: {DEFAULT_VOCAB_SIZE} (CPU presets); the released model uses DeepSeek's."""
 
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from unixcxr.data.images import letterbox, load_image
 from unixcxr.data.mimic import SPLIT_CSV, find_csv, load_mimic
 from unixcxr.data.reports import SPLITS, DataError, StudyRecord
-from unixcxr.data.shards import ShardIndex, decode_sample, iter_shard
+from unixcxr.data.shards import ShardIndex, decode_sample, iter_shard, sample_metadata
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 
@@ -39,14 +39,6 @@ def load_records(data_dir: str | Path, splits: Iterable[str] = SPLITS,
     data_dir = Path(data_dir)
     find_csv(data_dir, SPLIT_CSV)  # a clear layout error before anything else
     return load_mimic(data_dir, splits=splits, progress=progress)
-
-
-def _record_sample(record: StudyRecord, image_index: int) -> dict:
-    image_ids = record.image_ids or tuple(p.stem for p in record.image_paths)
-    return {"key": f"s{record.study_id}_{image_ids[image_index]}", "study_id": record.study_id,
-            "subject_id": record.subject_id, "image_id": image_ids[image_index], "split": record.split,
-            "report": record.report, "findings": record.findings, "impression": record.impression,
-            "labels": record.labels, "instruction": record.instruction}
 
 
 class RecordImageDataset(Dataset):
@@ -64,7 +56,7 @@ class RecordImageDataset(Dataset):
     def __getitem__(self, item: int):
         record_index, image_index = self.index[item]
         record = self.records[record_index]
-        sample = _record_sample(record, image_index)
+        sample = sample_metadata(record, image_index)
         image = load_image(record.image_paths[image_index], min_size=self.size)
         sample["image"] = letterbox(image, self.size)
         return self.transform(sample) if self.transform else sample

@@ -99,16 +99,23 @@ class _Sample:
     meta: dict
 
 
+def sample_metadata(record: StudyRecord, image_index: int) -> dict:
+    """Everything a training sample carries besides its pixels: one image of a study, with the
+    study's report and labels. The key names the image uniquely across the data set."""
+    image_id = (record.image_ids or tuple(p.stem for p in record.image_paths))[image_index]
+    key = f"s{record.study_id}_{image_id}".replace(".", "-")  # a dot would split the key in two
+    return {"key": key, "study_id": record.study_id, "subject_id": record.subject_id, "image_id": image_id,
+            "split": record.split, "report": record.report, "findings": record.findings,
+            "impression": record.impression, "labels": record.labels, "instruction": record.instruction}
+
+
 def _samples(records: Iterable[StudyRecord]) -> list[_Sample]:
     """One sample per frontal image, each carrying its study's report and labels."""
     samples = []
     for r in records:
-        for path, image_id in zip(r.image_paths, r.image_ids or [p.stem for p in r.image_paths]):
-            key = f"s{r.study_id}_{image_id}".replace(".", "-")  # a dot would split the key in two
-            meta = {"key": key, "study_id": r.study_id, "subject_id": r.subject_id, "image_id": image_id,
-                    "split": r.split, "report": r.report, "findings": r.findings, "impression": r.impression,
-                    "labels": r.labels, "instruction": r.instruction}
-            samples.append(_Sample(key, Path(path), meta))
+        for i, path in enumerate(r.image_paths):
+            meta = sample_metadata(r, i)
+            samples.append(_Sample(meta["key"], Path(path), meta))
     return samples
 
 

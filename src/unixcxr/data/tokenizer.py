@@ -44,10 +44,10 @@ class SpecialTokens:
 
 
 # Names our own tokenizers give the special tokens; training assigns them ids 0..4 in this order.
-SPECIAL_TOKEN_NAMES = SpecialTokens(  # type: ignore[arg-type]
-    bos="<|bos|>", eos="<|eos|>", pad="<|pad|>",
-    start_of_image="<|start_of_image|>", end_of_image="<|end_of_image|>",
-)
+SPECIAL_TOKEN_NAMES: dict[str, str] = {
+    "bos": "<|bos|>", "eos": "<|eos|>", "pad": "<|pad|>",
+    "start_of_image": "<|start_of_image|>", "end_of_image": "<|end_of_image|>",
+}
 # The released UniX ids (DeepSeek tokenizer) are kept once, as the model TokenConfig defaults:
 # bos 100000, eos 100001, start_of_image 100003, end_of_image 100580, and pad 100002 (our
 # choice: a free id that is NOT eos, since padding masked by id must never hide the eos the
@@ -79,7 +79,7 @@ class ReportTokenizer:
         show_progress: bool = False,
     ) -> ReportTokenizer:
         """A byte-level BPE learned from `texts`, with the five special tokens at ids 0..4."""
-        names = list(SPECIAL_TOKEN_NAMES.as_dict().values())
+        names = list(SPECIAL_TOKEN_NAMES.values())
         alphabet = pre_tokenizers.ByteLevel.alphabet()
         if vocab_size < len(alphabet) + len(names):
             raise TokenizerError(f"vocab_size {vocab_size} is below the byte alphabet plus specials "
@@ -159,8 +159,8 @@ class _CountingIterator:
 
 
 def _special_ids_by_name(tokenizer: Tokenizer, source: str) -> SpecialTokens:
-    ids = {role: tokenizer.token_to_id(name) for role, name in SPECIAL_TOKEN_NAMES.as_dict().items()}
-    missing = [SPECIAL_TOKEN_NAMES.as_dict()[role] for role, i in ids.items() if i is None]
+    ids = {role: tokenizer.token_to_id(name) for role, name in SPECIAL_TOKEN_NAMES.items()}
+    missing = [SPECIAL_TOKEN_NAMES[role] for role, i in ids.items() if i is None]
     if missing:
         raise TokenizerError(f"{source}: no special token(s) {', '.join(missing)}; for an external tokenizer "
                              "(e.g. the released DeepSeek one) pass its ids explicitly: "
