@@ -19,7 +19,8 @@ def per_token_seconds(model, batch: int, new_tokens: int, repeat: int) -> float:
     prompts = [PROMPT] * batch
 
     def run(n):
-        return lambda: generate_reports(model, images, prompts, DecodingSettings(max_new_tokens=n, ignore_eos=True))
+        settings = DecodingSettings(max_new_tokens=n, ignore_eos=True)
+        return lambda: generate_reports(model, images, prompts, settings)
 
     prefill = timed(run(1), repeat=repeat, warmup=1)
     total = timed(run(new_tokens), repeat=repeat)
@@ -57,7 +58,8 @@ def main(quick: bool = False, preset: str = "small") -> dict:
         (f"per-token time at {long} tokens", f"{1e3 * t_long:.2f} ms  (ratio {t_long / t_short:.2f}, target <= 1.3)"),
         ("batch 8 / batch 1 throughput", f"{8 * t_b1 / t_b8:.2f}x  (target >= 4x)"),
         ("batch 16 / batch 1 throughput", f"{16 * t_b1 / t_b16:.2f}x  (target >= 8x)"),
-        (f"cached vs uncached, {n_uncached} tokens", f"{uncached / cached:.1f}x faster ({cached:.2f} s vs {uncached:.2f} s)"),
+        (f"cached vs uncached, {n_uncached} tokens",
+         f"{uncached / cached:.1f}x faster ({cached:.2f} s vs {uncached:.2f} s)"),
     ])
     return results
 

@@ -110,6 +110,18 @@ def image_checks(model, device, out, quick):
     out["sampler_speedup_vs_released"] = t_rel / t_ours
 
 
+def make_step(model, batch, params, opt, device, freeze_und):
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            losses = model(batch.sequence, images=batch.images, latents=batch.latents, freeze_und=freeze_und)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def train_checks(model, device, out, peak, quick):
     """One optimizer step per stage shape, bf16 autocast over fp32 master weights."""
     cfg = model.config
@@ -137,17 +149,9 @@ def train_checks(model, device, out, peak, quick):
                    for _ in range(batch_size)]
             batch = make_batch(cfg, generation=gen, text_dropout=0.0).to(device)
 
-        def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                losses = model(batch.sequence, images=batch.images, latents=batch.latents,
-                               freeze_und=stage != "und_sft")
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        step = make_step(model, batch, params, opt, device, freeze_und=stage != "und_sft")
         t = timed(step, device, repeat=2 if quick else 5, warmup=2)
         tokens = batch.num_tokens
         flops = model.flops_per_token(batch.sequence.shape[1]) * tokens
@@ -155,7 +159,7 @@ def train_checks(model, device, out, peak, quick):
             "tokens_per_step": tokens, "tokens_per_second": tokens / t, "mfu_vs_measured_peak": flops / t / peak,
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
         }
-        del opt
+        del opt, step
     out["training"] = results
 
 
