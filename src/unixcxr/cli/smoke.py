@@ -11,7 +11,8 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("smoke", help="check the installation: random tiny model -> one report and one image",
                        description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("smoke.png"), help="where to write the image (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("smoke.png"),
+                   help="where to write the image (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=["tiny", "small"], help="model size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
