@@ -79,6 +79,14 @@ def test_rescale_and_window_map_the_window_onto_zero_to_one(tmp_path, gradient):
     np.testing.assert_allclose(img[0, inside], (modality[inside] - 1000) / 2000, atol=2e-3)
 
 
+def test_voi_lut_sequence_is_applied_over_its_output_range(tmp_path, gradient):
+    lut = pydicom.Dataset()  # a square-root display curve with 16-bit output
+    lut.LUTDescriptor = [4096, 0, 16]
+    lut.LUTData = np.round(65535 * np.sqrt(np.arange(4096) / 4095)).astype(np.uint16).tobytes()
+    img = load_image(write_dicom(tmp_path / "lut.dcm", gradient, VOILUTSequence=[lut]))
+    np.testing.assert_allclose(img[0], np.sqrt(gradient[0] / 4095), atol=1e-4)
+
+
 def test_dicom_without_window_uses_its_own_value_range(tmp_path, gradient):
     img = load_image(write_dicom(tmp_path / "nowin.dcm", gradient // 2 + 100))
     assert img.min() == 0.0 and img.max() == 1.0

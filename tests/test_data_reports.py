@@ -110,6 +110,16 @@ def test_iu_records_carry_mesh_terms_and_image_ids(iu_reports):
     assert record.findings == first.findings and set(record.labels) == set(OBSERVATIONS)
 
 
+def test_missing_torchxrayvision_is_reported_with_the_install_command(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torchxrayvision" else real_find_spec(name, *a))
+    with pytest.raises(DataError, match=r"pip install 'unixcxr\[data\]'"):
+        next(iter_iu_reports())
+
+
 def test_iu_xml_sections_parse_abstract_labels():
     xml = """<eCitation><uId id="CXR9"/><MedlineCitation><Article><Abstract>
     <AbstractText Label="FINDINGS">Heart size normal.
