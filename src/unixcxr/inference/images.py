@@ -84,9 +84,8 @@ def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: floa
     prefix_valid = cache.key_valid[rows]
     if prefix_valid.all():
         mask = FULL_ATTENTION  # no padding: the block sees every prefix key and itself
-    else:
-        prefix_valid = prefix_valid[:, None, None, :].expand(-1, 1, n, -1)
-        mask = torch.cat([prefix_valid, prefix_valid.new_ones(B * k, 1, n, n)], dim=-1)
+    else:  # every query of the block sees the same keys: one key-padding row, broadcast over queries
+        mask = torch.cat([prefix_valid, prefix_valid.new_ones(B * k, n)], dim=1)[:, None, None, :]
     cache.kv.rows = rows
     try:
         out, _ = model.run_layers(h, kind == LATENT, positions, mask, cache.kv)
