@@ -247,14 +247,16 @@ def box(image: np.ndarray, x: float, v: float, half: float) -> float:
     return float(image[r0:r1, c0:c1].mean())
 
 
-def heart_width(image: np.ndarray, anat) -> float:
-    """Width (film units) of the bright run through the midline, at the left ventricle's widest row."""
-    size = image.shape[0]
-    row = image[int((geo.dome_peak(anat, "left") - 0.05) * size)]
-    lung = np.median(np.concatenate([row[int(0.2 * size) : int(0.3 * size)], row[int(0.7 * size) : int(0.8 * size)]]))
-    mid = int(anat.midline * size)
-    bright = row > (lung + row[mid - 2 : mid + 3].mean()) / 2
-    left, right = mid, mid
+def heart_row(image: np.ndarray, anat) -> np.ndarray:
+    """The film's row through the left ventricle's widest point."""
+    return image[int((geo.dome_peak(anat, "left") - 0.05) * image.shape[0])]
+
+
+def heart_width(row: np.ndarray, anat, threshold: float) -> float:
+    """Width (film units) of the run brighter than `threshold` through the midline."""
+    size = row.shape[0]
+    bright = row > threshold
+    left = right = int(anat.midline * size)
     while left > 0 and bright[left - 1]:
         left -= 1
     while right < size - 1 and bright[right + 1]:
@@ -264,9 +266,14 @@ def heart_width(image: np.ndarray, anat) -> float:
 
 def test_cardiomegaly_widens_the_heart_silhouette_on_the_film():
     spec = neutral_spec()
+    anat = spec.anatomy
     big = with_finding(spec, "Cardiomegaly", severity="severe", ctr=0.66)
-    normal_width, big_width = heart_width(film(spec), spec.anatomy), heart_width(film(big), spec.anatomy)
-    thorax = 2 * spec.anatomy.lung_half_width
+    normal_row, big_row = heart_row(film(spec), anat), heart_row(film(big), anat)
+    size = normal_row.shape[0]
+    lungs = np.r_[normal_row[int(0.2 * size) : int(0.3 * size)], normal_row[int(0.7 * size) : int(0.8 * size)]]
+    threshold = (np.median(lungs) + normal_row[int(anat.midline * size)]) / 2  # halfway lung -> heart
+    normal_width, big_width = heart_width(normal_row, anat, threshold), heart_width(big_row, anat, threshold)
+    thorax = 2 * anat.lung_half_width
     assert big_width > normal_width + 0.06
     assert abs(big_width / thorax - 0.66) < 0.08 and normal_width / thorax < 0.52
 

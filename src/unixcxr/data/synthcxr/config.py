@@ -16,6 +16,7 @@ class RasterConfig:
     min_sigma_px: float = 0.55  # thinnest drawn line (Gaussian sigma, pixels)
     fwhm_per_sigma: float = 2.355
     blur_truncate: float = 3.0
+    binomial_max_sigma_px: float = 1.5  # up to this blur, binomial passes beat scipy's Gaussian
 
 
 RASTER = RasterConfig()
@@ -55,7 +56,7 @@ class DensityConfig:
 
     spine: float = 0.12
     trachea_air: float = 0.30
-    vessel: float = 0.09
+    vessel: float = 0.075
     hilum: float = 0.22
     breast: float = 0.08
     gastric_air: float = 0.45
@@ -101,7 +102,7 @@ class TreeConfig:
     length_decay: Range = (0.72, 0.86)
     spread: Range = (0.22, 0.45)  # radians between a branch and its parent
     jitter: float = 0.16
-    weight_decay: float = 0.72
+    weight_decay: float = 0.8
     width: float = 0.0045
 
 

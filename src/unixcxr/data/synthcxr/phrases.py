@@ -176,7 +176,7 @@ def edema(p: dict, w: Words) -> Phrasing:
     septal = " with septal lines" if p["septal_lines"] else ""
     return Phrasing(
         [NP(f"{sev} pulmonary edema", False), NP(f"{sev} interstitial pulmonary edema{septal}", False),
-         NP(f"{sev} pulmonary vascular congestion and edema", False)],
+         NP(f"{sev} pulmonary edema with vascular congestion", False)],
         [f"There is {sev} pulmonary edema.", f"{sev} pulmonary edema with indistinct pulmonary vessels{septal}.",
          f"Findings are consistent with {sev} pulmonary edema.",
          f"The pulmonary vasculature is indistinct, consistent with {sev} edema.",

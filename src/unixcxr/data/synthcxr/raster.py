@@ -101,8 +101,36 @@ def ramp(signed: np.ndarray, width: float) -> np.ndarray:
 
 
 def clamp(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip without np.clip's Python-level overhead (it matters at ~100 calls per film)."""
-    return np.minimum(np.maximum(values, F32(low)), F32(high))
+    """np.clip keeping float32: the bounds are cast, so the result is not upcast."""
+    return np.clip(values, F32(low), F32(high))
+
+
+def fraction(values: np.ndarray) -> np.ndarray:
+    """values mod 1 (twenty times faster than np.mod on float32 arrays)."""
+    return values - np.floor(values)
+
+
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-like blur of standard deviation `sigma` pixels from 3-tap binomial passes (each
+    adds variance 1/2, the last one the remainder): a fraction of scipy's cost at small sigma."""
+    variance = sigma * sigma
+    out = image
+    while variance > 1e-6:
+        a = F32(min(variance, 0.5) / 2.0)  # [a, 1 - 2a, a] adds variance 2a
+        for axis in (0, 1):
+            out = _three_tap(out, a, axis)
+        variance -= 2.0 * float(a)
+    return out
+
+
+def _three_tap(image: np.ndarray, a: np.float32, axis: int) -> np.ndarray:
+    x = np.moveaxis(image, axis, 0)
+    out = x * (F32(1.0) - F32(2.0) * a)
+    out[1:] += a * x[:-1]
+    out[:-1] += a * x[1:]
+    out[0] += a * x[0]  # edges: repeat the border pixel
+    out[-1] += a * x[-1]
+    return np.moveaxis(out, 0, axis)
 
 
 def chord(offset: np.ndarray, half_width: float) -> np.ndarray:
@@ -165,7 +193,11 @@ def splat(grid: Grid, points: np.ndarray, weights: np.ndarray | float, width: fl
     c0, c1 = max(0, col.min() - pad), min(size, col.max() + pad + 1)
     h, w = r1 - r0, c1 - c0
     local = np.bincount((row - r0) * w + (col - c0), weights=weights, minlength=h * w).astype(F32)
-    canvas[r0:r1, c0:c1] = gaussian_filter(local.reshape(h, w), sigma, truncate=RASTER.blur_truncate, mode="constant")
+    local = local.reshape(h, w)
+    if sigma <= RASTER.binomial_max_sigma_px:
+        canvas[r0:r1, c0:c1] = blur(local, sigma)
+    else:
+        canvas[r0:r1, c0:c1] = gaussian_filter(local, sigma, truncate=RASTER.blur_truncate, mode="constant")
     return canvas * F32(RASTER.line_step_px * np.sqrt(2 * np.pi) * sigma)
 
 

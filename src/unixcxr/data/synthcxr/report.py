@@ -124,7 +124,7 @@ def _negations(group: str, present: set[str], negated: set[str], share: float, w
         if words.rng.random() >= (share if attempt == 0 else share * SECOND_NEGATION_SHARE):
             break
         options = [(text, names) for text, names in W.NEGATIONS[group]
-                   if not set(names) & present and (names or clear_ok) and not (names and set(names) <= negated)
+                   if not set(names) & (present | negated) and (names or clear_ok)
                    and text not in [s.text for s in out]]  # fmt: skip
         if not options:
             break

@@ -20,6 +20,7 @@ from unixcxr.data.synthcxr.raster import (
     chord,
     clamp,
     ellipse,
+    fraction,
     ramp,
     segment_distance,
     smooth_noise,
@@ -27,15 +28,21 @@ from unixcxr.data.synthcxr.raster import (
     window,
 )
 
-SHOULDER_RISE = 0.22  # extra body half-width at the top of the film (shoulders, arms)
+SHOULDER_RISE = 0.22  # extra body half-width at the top of the film (shoulders, arms) ...
+SHOULDER_HEIGHT, AXILLA_BELOW_CLAVICLE = 0.24, 0.1  # ... reached over this height above the axillae
+HUMERAL_HEAD = (0.5, -0.015, 0.06)  # lateral offset, height below the clavicles, radius
+NECK_HALF_WIDTH, NECK_ABOVE_CLAVICLE, SHOULDER_SLOPE = 0.075, 0.2, 0.6
 SPINE_HALF_WIDTH = 0.03
 PEDICLE_OFFSET, PEDICLE_RADIUS = 0.021, 0.0065
 RIB_STRETCH = 0.5  # lower ribs are further apart: period grows by this much per film height
 RIB_COUNT = 11
+RIB_WIDTH_JITTER = 0.15
 RIB_EXTENT = 0.02  # ribs run this far beyond the lung edge
 ANTERIOR_SLOPE, ANTERIOR_PERIOD, ANTERIOR_START, ANTERIOR_CONTRAST = 0.16, 1.25, 0.3, 0.45
 CLAVICLE_THICKNESS = 0.022
+BORDER_SAMPLES = 2048  # the cardiac borders are tabulated over the film's height, then looked up
 PARENCHYMA_MOTTLE, PARENCHYMA_CELLS = 0.12, 28
+BASE_THINNING, BASE_DEPTH = 0.08, 0.75  # lungs hold less air over the domes' last 0.08
 TRUNK_GENERATIONS, TRUNK_OFFSET = 2, 0.003
 HILUM_SPREAD = np.array([0.01, 0.03])  # the hilum is tall and narrow
 CORTEX_WIDTH = 0.12  # share of a bone's width drawn as bright cortex
@@ -80,7 +87,7 @@ def render_anatomy(anat: Anatomy, grid: Grid, fracture: dict | None = None) -> L
     air = (_lung_depth(anat, grid, lungs, "right") + _lung_depth(anat, grid, lungs, "left")) * (
         F32(anat.lung_air) * mottle)
     air = air + _trachea(anat, grid) * F32(DENSITY.trachea_air) + _gastric_bubble(anat, grid)
-    bone = _spine(anat, grid) + _clavicles(anat, grid)
+    bone = _spine(anat, grid) + _clavicles(anat, grid) + _humeral_heads(anat, grid)
     below = ramp(grid.v - F32(geo.sulcus_level(anat, "left")), 0.06)  # ribs fade over the abdomen
     for side in geo.SIDE_SIGN:
         broken = fracture if fracture and fracture["side"] == side else None
@@ -119,30 +126,38 @@ def _lung_depth(anat: Anatomy, grid: Grid, lungs: dict[str, np.ndarray], side: s
     def draw(g: Grid) -> np.ndarray:
         d = geo.lateral(anat, g.x, side)
         across = F32(0.45) + F32(0.55) * chord(d - F32(0.55 * w), 0.6 * w)
-        return across * clamp((g.v - F32(anat.apex)) / F32(0.12), 0.35, 1.0)
+        apex = clamp((g.v - F32(anat.apex)) * F32(1.0 / 0.12), 0.35, 1.0)
+        base = clamp((geo.dome(anat, d, side) - g.v) * F32(1.0 / BASE_THINNING), BASE_DEPTH, 1.0)
+        return across * apex * base
 
     return _local(grid, _hemithorax(anat, side), draw) * lungs[side]
 
 
 def _mediastinum_and_heart(anat: Anatomy, grid: Grid) -> np.ndarray:
     """Soft mask of the cardiomediastinal silhouette (see anatomy.cardiac_borders)."""
-    reach = anat.ctr * 2 * anat.lung_half_width + 0.03
+    heights = np.linspace(0.0, 1.0, BORDER_SAMPLES, dtype=F32)
+    right_table, left_table = geo.cardiac_borders(anat, heights)  # [BORDER_SAMPLES] each
+    x0, x1 = anat.midline - float(right_table.max()) - 0.01, anat.midline + float(left_table.max()) + 0.01
 
     def draw(g: Grid) -> np.ndarray:
-        right, left = geo.cardiac_borders(anat, g.v)
+        row = (clamp(g.v, 0.0, 1.0) * F32(BORDER_SAMPLES - 1) + F32(0.5)).astype(np.int32)
         off = g.x - F32(anat.midline)
-        return ramp(off + right, g.px) * ramp(left - off, g.px)
+        return ramp(off + right_table[row], g.px) * ramp(left_table[row] - off, g.px)
 
-    return _local(grid, (anat.midline - reach, anat.midline + reach, 0.0, 1.0), draw)
+    return _local(grid, (x0, x1, 0.0, 1.0), draw)
 
 
 def _soft_tissue(anat: Anatomy, grid: Grid) -> np.ndarray:
     x, v = grid.x, grid.v
-    top = F32(anat.clavicle_level + 0.05)
-    half = geo.chest_wall(anat, np.maximum(v, top), "left") + F32(anat.body_margin)
-    half = half + F32(SHOULDER_RISE) * clamp((top - v) / F32(0.12), 0.0, 1.0)
+    axilla = F32(anat.clavicle_level + AXILLA_BELOW_CLAVICLE)
+    half = geo.chest_wall(anat, np.maximum(v, axilla), "left") + F32(anat.body_margin)
+    rise = clamp((axilla - v) * F32(1.0 / SHOULDER_HEIGHT), 0.0, 1.0)
+    half = half + F32(SHOULDER_RISE) * rise * rise * (F32(3.0) - F32(2.0) * rise)  # smooth shoulders
     off = np.abs(x - F32(anat.midline))
-    soft = ramp(half - off, grid.px) * (F32(0.35) + F32(0.65) * chord(off, half * 1.02))
+    shoulder_line = F32(anat.clavicle_level - NECK_ABOVE_CLAVICLE) + F32(SHOULDER_SLOPE) * np.maximum(
+        off - F32(NECK_HALF_WIDTH), F32(0.0)) ** 2  # the trapezius slopes from the neck to the shoulder
+    body = ramp(half - off, grid.px) * ramp(v - shoulder_line, 2 * grid.px)
+    soft = body * (F32(0.35) + F32(0.65) * chord(off, half * 1.02))
     if anat.female:
         for side in geo.SIDE_SIGN:
             cx = anat.midline + geo.SIDE_SIGN[side] * anat.lung_half_width * 0.72
@@ -180,7 +195,7 @@ def _gastric_bubble(anat: Anatomy, grid: Grid) -> np.ndarray:
     cx, cv = anat.midline + d, float(geo.dome(anat, np.float32(d), "left")) + r + 0.012
 
     def draw(g: Grid) -> np.ndarray:
-        return ellipse(g, cx, cv, 1.4 * r, r) * ramp(g.v - F32(cv - 0.3 * r), 0.01)
+        return ellipse(g, cx, cv, 1.4 * r, r) * ramp(F32(cv + 0.3 * r) - g.v, g.px)  # air over a fluid level
 
     return _local(grid, (cx - 1.4 * r, cx + 1.4 * r, cv - r, cv + r), draw) * F32(DENSITY.gastric_air)
 
@@ -190,7 +205,7 @@ def _spine(anat: Anatomy, grid: Grid) -> np.ndarray:
 
     def draw(g: Grid) -> np.ndarray:
         off = np.abs(g.x - F32(anat.midline))
-        phase = np.mod(g.v / F32(anat.rib_spacing * 0.95), F32(1.0))
+        phase = fraction(g.v / F32(anat.rib_spacing * 0.95))
         discs = F32(1.0) - F32(0.35) * np.exp(-(((phase - F32(0.92)) / F32(0.06)) ** 2))
         body = chord(off, SPINE_HALF_WIDTH) * discs
         ped = ((off - F32(PEDICLE_OFFSET)) / F32(PEDICLE_RADIUS)) ** 2 + ((phase - F32(0.4)) / F32(0.22)) ** 2
@@ -217,7 +232,7 @@ def _rib_bands(anat: Anatomy, grid: Grid, side: str, fracture: dict | None) -> n
         lateral_fragment = (np.abs(phase - F32(fracture["rib"] - 1 + anat.rib_width / 2)) < F32(0.75)) & (
             q > F32(fracture["position"]))
         phase = phase + F32(fracture["step"]) * lateral_fragment
-    posterior = _bone_band(phase, anat.rib_width, grid.px / anat.rib_spacing) * (phase < F32(RIB_COUNT))
+    posterior = _bone_band(phase, _rib_widths(anat, phase), grid.px / anat.rib_spacing) * (phase < F32(RIB_COUNT))
     if fracture is not None:
         gap = np.abs(q - F32(fracture["position"])) < F32(fracture["gap"] / 2)
         posterior = posterior * ~(gap & (np.abs(phase - F32(fracture["rib"] - 1 + anat.rib_width / 2)) < 0.75))
@@ -230,13 +245,20 @@ def _rib_bands(anat: Anatomy, grid: Grid, side: str, fracture: dict | None) -> n
     return ribs * ramp(d - F32(0.02), 3 * grid.px)
 
 
+def _rib_widths(anat: Anatomy, phase: np.ndarray) -> np.ndarray:
+    """Each rib a little thicker or thinner than the patient's average (per-pixel lookup)."""
+    jitter = np.random.default_rng(anat.tree_seed + 2).uniform(1 - RIB_WIDTH_JITTER, 1 + RIB_WIDTH_JITTER, RIB_COUNT + 2)
+    widths = (anat.rib_width * jitter).astype(F32)
+    return widths[clamp(phase, -1.0, RIB_COUNT).astype(np.int32) + 1]
+
+
 def _posterior_arch(anat: Anatomy, q):
     return F32(anat.rib_arch) * (q * q - F32(0.25) * q)
 
 
 def _bone_band(phase: np.ndarray, width: float, px_phase: float) -> np.ndarray:
     """Rib-like bands where the phase's fraction is below `width`, with bright cortical edges."""
-    frac, width = np.mod(phase, F32(1.0)), F32(width)
+    frac, width = fraction(phase), np.asarray(width, dtype=F32)
     inside = ramp(frac, px_phase) * ramp(width - frac, px_phase) * (phase >= 0)
     centred = np.abs(frac * F32(2.0 / width) - F32(1.0))  # 0 mid-rib, 1 at its edges
     cortex = np.maximum(centred - F32(1.0 - 2 * CORTEX_WIDTH), F32(0.0)) * F32(1.0 / (2 * CORTEX_WIDTH))
@@ -256,6 +278,20 @@ def rib_level(anat: Anatomy, rib: int, q: float) -> float:
     s = anat.rib_spacing
     y = p * s / (1.0 - RIB_STRETCH * p * s)
     return anat.apex - 0.03 + y + float(_posterior_arch(anat, np.float32(q)))
+
+
+def _humeral_heads(anat: Anatomy, grid: Grid) -> np.ndarray:
+    """The tops of the arms in the upper corners, often cut by the film's edge."""
+    out = np.zeros(grid.shape, dtype=F32)
+    offset, above, r = HUMERAL_HEAD
+    for side in geo.SIDE_SIGN:
+        cx, cv = anat.midline + geo.SIDE_SIGN[side] * offset, anat.clavicle_level + above
+
+        def draw(g: Grid, cx=cx, cv=cv) -> np.ndarray:
+            return ellipse(g, cx, cv, r, 1.15 * r) * (F32(0.8) + F32(0.5) * chord(g.x - F32(cx), r))
+
+        out += _local(grid, (cx - r, cx + r, cv - 1.15 * r, cv + 1.15 * r), draw)
+    return out * F32(DENSITY.clavicle)
 
 
 def _clavicles(anat: Anatomy, grid: Grid) -> np.ndarray:
