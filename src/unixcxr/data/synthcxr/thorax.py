@@ -247,7 +247,8 @@ def _rib_bands(anat: Anatomy, grid: Grid, side: str, fracture: dict | None) -> n
 
 def _rib_widths(anat: Anatomy, phase: np.ndarray) -> np.ndarray:
     """Each rib a little thicker or thinner than the patient's average (per-pixel lookup)."""
-    jitter = np.random.default_rng(anat.tree_seed + 2).uniform(1 - RIB_WIDTH_JITTER, 1 + RIB_WIDTH_JITTER, RIB_COUNT + 2)
+    rng = np.random.default_rng(anat.tree_seed + 2)
+    jitter = rng.uniform(1 - RIB_WIDTH_JITTER, 1 + RIB_WIDTH_JITTER, RIB_COUNT + 2)
     widths = (anat.rib_width * jitter).astype(F32)
     return widths[clamp(phase, -1.0, RIB_COUNT).astype(np.int32) + 1]
 
