@@ -4,6 +4,7 @@ each row stops at its own end-of-sequence token."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +42,10 @@ def _layouts(model: UniX, prompts: list[list[int]]) -> list[SampleLayout]:
 @torch.no_grad()
 def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]],
                      settings: DecodingSettings = DecodingSettings(), generator: torch.Generator | None = None,
-                     return_logits: bool = False):
+                     return_logits: bool = False, on_token: Callable[[torch.Tensor], None] | None = None):
     """images: [B, 3, S, S] normalised; prompts: B instruction token lists. Returns B lists of report
-    token ids (without eos), and with return_logits the [B, V] logits of every step."""
+    token ids (without eos), and with return_logits the [B, V] logits of every step. on_token([B] ids)
+    is called after every step (token streaming)."""
     B = images.shape[0]
     if len(prompts) != B:
         raise ValueError(f"{B} images but {len(prompts)} prompts")
@@ -69,6 +71,8 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
         token = sample_next(logits, settings, generator)
         token = torch.where(finished, torch.full_like(token, pad), token)
         tokens.append(token)
+        if on_token is not None:
+            on_token(token)
         if not settings.ignore_eos:
             finished |= token == eos
         if bool(finished.all()) or step == settings.max_new_tokens - 1:
