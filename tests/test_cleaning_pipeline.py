@@ -161,7 +161,7 @@ def test_cli_explains_an_incomplete_llm_setup(tmp_path: Path, argv: list[str], m
 
 def test_cli_names_a_missing_input_file(tmp_path: Path):
     args = cli_args(str(tmp_path / "nope.jsonl"), str(tmp_path / "out.jsonl"))
-    with pytest.raises(CliError, match="nope.jsonl: no such input file"):
+    with pytest.raises(CliError, match="nope.jsonl: no such input file or folder"):
         args.func(args)
 
 

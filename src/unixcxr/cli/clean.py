@@ -19,12 +19,15 @@ EXAMPLES = f"""\
 examples:
   unixcxr clean reports.jsonl cleaned.jsonl
   unixcxr clean mimic_reports.csv cleaned.jsonl --id-column study_id --text-column text
+  unixcxr clean /data/mimic-cxr-reports/files cleaned.jsonl        # one .txt per study, id = file stem
+  unixcxr synth data/synth --n 1000 --raw-noise && unixcxr clean data/synth/reports cleaned.jsonl
   export {DEFAULT_KEY_ENV}=sk-...
   unixcxr clean reports.jsonl cleaned.jsonl --llm-url https://api.deepseek.com/v1 \\
       --llm-model deepseek-chat --workers 16
   unixcxr clean reports.jsonl cleaned.jsonl --llm-url http://localhost:8000/v1 --llm-model qwen2.5-7b
 
-Input: JSONL (one object per line) or CSV with an id column and a report column. Output: JSONL,
+Input: JSONL (one object per line) or CSV with an id column and a report column, or a folder
+searched recursively for .txt reports (MIMIC-CXR layout; the id is the file name). Output: JSONL,
 one line per record: {{"id", "original", "cleaned", "stage": "rules"|"llm"|"failed", "changed",
 "flags": [...]}}. The rule stage always runs (offline). With --llm-url every report is also
 rewritten by the model, checked by a judge call and by the labeler guard (the 14 CheXpert labels
@@ -38,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "clean", help=__doc__.splitlines()[0], description=__doc__, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="IN", type=Path, help="raw reports (.jsonl or .csv)")
+    parser.add_argument("input", metavar="IN", type=Path,
+                        help="raw reports: .jsonl, .csv, or a folder of .txt report files")
     parser.add_argument("output", metavar="OUT", type=Path, help="cleaned reports (.jsonl), appended to")
     parser.add_argument("--id-column", default="id", help="id field / column (default id)")
     parser.add_argument("--text-column", default="report", help="report field / column (default report)")

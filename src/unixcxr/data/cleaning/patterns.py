@@ -57,7 +57,8 @@ _COMPARATOR = (r"(?:___|XXXX|(?:as\s+|when\s+)?compared\s+(?:to|with)|in\s+compa
                r"|comparison\s+(?:to|with)|relative\s+to|since|from|than|to|versus|vs\.?|with|on"
                r"|seen\s+on|noted\s+on|of|in|over)")
 _DEGREE = r"(?:relatively|essentially|grossly|largely|overall|otherwise|roughly|fairly|not\s+significantly)"
-_STEADY = r"(?:unchanged|stable(?:[\s-]appearing)?|unaltered|not\s+changed|without\s+change)"
+_STEADY = (r"(?:unchanged|stable(?:[\s-]appearing)?|unaltered|not\s+(?:significantly\s+|substantially\s+)?changed"
+           r"|without\s+change)")
 _CONNECT = r"(?:(?<!\w)(?:and|but|which\s+(?:is|are)|that\s+(?:is|are))\s+|,\s*)"
 _COPULA = r"(?:is|are|remains?|appears?|has\s+remained|have\s+remained|has\s+been|have\s+been|looks?)"
 _PREDICATE_END = r"(?=\s*(?:[.,;)]|$|\b(?:with|but|since)\b))"
@@ -135,7 +136,8 @@ COMPARISON_TRIGGER = re.compile(
 
 # Sentences that only talk about having (or wanting) a prior study: dropped whole.
 FILLER = re.compile(
-    rf"\bfor\s+comparison\b|^(?:recommend\s+)?comparison\s+(?:with|to)\b|^no\s+(?:{_PRIOR_ADJ}\s+)+{_STUDY}"
+    rf"\bfor\s+comparison\b|^(?:recommend\s+)?comparison\s+(?:with|to)\b"
+    rf"|^(?:there\s+(?:is|are)\s+)?no\s+(?:{_PRIOR_ADJ}\s+)+(?:[\w-]+\s+){{0,2}}?{_STUDY}\b"
     r"|^no\s+comparisons?\b|^none\.?$"
     r"|\bnot\s+(?:available|submitted)\s+for\s+(?:my\s+)?(?:review|interpretation)"
     r"|\bavailable\s+for\s+(?:my\s+)?interpretation\b"

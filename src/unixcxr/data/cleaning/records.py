@@ -1,6 +1,7 @@
 """Batch input and resumable output for the cleaning pipeline.
 
-Input: JSONL (one object per line) or CSV, an id column and a report column, names configurable.
+Input: JSONL (one object per line) or CSV, an id column and a report column, names configurable;
+or a folder of MIMIC-CXR report files (files/p10/p10000032/s50414267.txt, id = the file stem).
 A line that cannot be read becomes an InputRecord with an `error`, so that it reaches the output as
 a failed record instead of stopping the run or vanishing.
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv", ".tsv")
+REPORT_SUFFIX = ".txt"  # one report per file in a folder input (MIMIC-CXR reports, SynthCXR reports/)
 
 
 @dataclass(frozen=True)
@@ -85,18 +87,30 @@ def _read_csv(path: Path, id_column: str, text_column: str) -> Iterator[InputRec
             yield _record(row, where, id_column, text_column)
 
 
+def _read_folder(path: Path) -> Iterator[InputRecord]:
+    for file in sorted(path.rglob(f"*{REPORT_SUFFIX}")):
+        try:
+            yield InputRecord(file.stem, file.read_text(encoding="utf-8", errors="replace"))
+        except OSError as err:
+            yield InputRecord(file.stem, None, f"{file}: unreadable ({err.strerror or err})")
+
+
 def read_records(path: str | Path, id_column: str = "id",
                  text_column: str = "report") -> Iterator[InputRecord]:  # fmt: skip
-    """Records of a JSONL or CSV file, chosen by suffix; DataError for a missing or unknown file."""
+    """Records of a JSONL or CSV file (chosen by suffix) or of a folder of report .txt files;
+    DataError for a missing path or an unknown format."""
     path = Path(path)
+    if path.is_dir():
+        return _read_folder(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such input file")
+        raise DataError(f"{path}: no such input file or folder")
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return _read_jsonl(path, id_column, text_column)
     if suffix in CSV_SUFFIXES:
         return _read_csv(path, id_column, text_column)
-    raise DataError(f"{path}: unknown input format {suffix!r}; use .jsonl or .csv")
+    raise DataError(f"{path}: unknown input format {suffix!r}; use .jsonl, .csv or a folder of "
+                    f"{REPORT_SUFFIX} reports")
 
 
 def count_records(path: str | Path, id_column: str = "id", text_column: str = "report") -> int:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from unixcxr.data.cleaning import patterns as P
-from unixcxr.data.cleaning.sections import Sections, extract_sections, normalise_whitespace, split_sentences
+from unixcxr.data.cleaning.sections import Sections, extract_sections, normalise_whitespace, number_items, split_items
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9'/-]*")
 _TRAILING = re.compile(
@@ -81,8 +81,8 @@ def _has_content(text: str) -> bool:
 
 def _is_bare_anatomy(text: str) -> bool:
     """A verbless phrase that only names anatomy: "Mediastinal contours." left by "... are unchanged."."""
-    words = set(_words(text)) - P.NON_CONTENT
-    return not (words & P.VERBS or words & P.EVALUATIVE) and words <= P.ANATOMY
+    words = set(_words(text))
+    return not (words & P.VERBS or words & P.EVALUATIVE) and words - P.NON_CONTENT <= P.ANATOMY
 
 
 def _lost_subject_says_nothing(text: str) -> bool:
@@ -146,14 +146,15 @@ def clean_sentence(sentence: str) -> tuple[str, str | None]:
 
 def clean_section(section: str) -> tuple[str, list[Edit]]:
     """One section's cleaned text and the edits that made it."""
-    kept, edits = [], []
-    for sentence in split_sentences(section):
+    items, edits = [], []
+    for sentence, opens_item in split_items(section):
         cleaned, reason = clean_sentence(sentence)
         if reason is not None:
             edits.append(Edit(sentence, cleaned, reason))
-        if cleaned:
-            kept.append(cleaned if cleaned[-1] in ".!?" else cleaned + ".")
-    return normalise_whitespace(" ".join(kept)), edits
+        if cleaned and cleaned[-1] not in ".!?":
+            cleaned += "."
+        items.append((cleaned, opens_item))
+    return normalise_whitespace(number_items(items)), edits
 
 
 def clean_sections(original: Sections) -> RuleResult:

@@ -10,6 +10,7 @@ must not learn to write.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ _INLINE_METADATA = re.compile(r"(?i)(?<![A-Za-z])(?:" + "|".join(_METADATA) + r"
 _BANNER = re.compile(r"(?i)\b(?:FINAL|PRELIMINARY) REPORT\b")
 _BODY_PART_LEAD = re.compile(r"(?i)^\s*chest\s*[:.]\s*")  # IU "Chest: The heart is ..."
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# A hyphenated word that fixed-width wrapping split across lines ("ill-\n defined"); "right- and
+# left-sided" keeps its space.
+_WRAPPED_HYPHEN = re.compile(r"(?<=[a-z])- (?!(?:and|or|to|through)\b)(?=[a-z])")
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ def _drop_inline_metadata(body: str) -> str:
 
 def tidy_section(body: str) -> str:
     """One extracted section without banners, inline metadata or a body-part lead."""
-    return normalise_whitespace(_BODY_PART_LEAD.sub("", _drop_inline_metadata(_BANNER.sub(" ", body))))
+    text = normalise_whitespace(_BODY_PART_LEAD.sub("", _drop_inline_metadata(_BANNER.sub(" ", body))))
+    return _WRAPPED_HYPHEN.sub("-", text)
 
 
 def extract_sections(text: str) -> Sections:
@@ -77,13 +82,37 @@ def extract_sections(text: str) -> Sections:
 _ABBREVIATIONS = re.compile(r"\b(Dr|Drs|Mr|Mrs|Ms|vs|approx|e\.g|i\.e|a\.m|p\.m|No(?=\.\s*\d))\.", re.I)
 _PROTECT = "\u2024"  # one-dot leader: stands in for a protected period while splitting
 # List numbers opening an item: "1. No acute process. 2. Small effusion." and "3.Chronic findings".
-_ENUMERATOR = re.compile(r"(?:^|(?<=[.!?:;])|(?<=\s))\(?\d{1,2}[.)](?=\s*[A-Za-z])\s*")
+_ENUMERATOR = re.compile(r"(?:^|(?<=[.!?])|(?<=\s))\(?\d{1,2}[.)](?:\s+(?=[A-Za-z0-9])|(?=[A-Za-z]))")
+_ITEM = "\u00a7"  # stands in for a list number while splitting (a number's period would end a sentence)
 # Sentence ends: end punctuation and space, a "; " before a capital, and IU's "normal.No change" typo.
 _SPLIT = re.compile(r"(?<=[.!?])\s+|\s*;\s+(?=[A-Z])|(?<=[A-Za-z]{2}\.)(?=[A-Z][a-z])")
 
 
+def split_items(section: str) -> list[tuple[str, bool]]:
+    """(sentence, opens a numbered item) for each sentence of one section; list numbers are cut
+    off (the cleaner renumbers what it keeps), abbreviations stay whole."""
+    text = _ABBREVIATIONS.sub(lambda m: m.group(0)[:-1] + _PROTECT, normalise_whitespace(section))
+    text = _ENUMERATOR.sub(f" {_ITEM} ", text)
+    pieces = [p.replace(_PROTECT, ".").strip() for p in _SPLIT.split(text)]
+    return [(p.removeprefix(_ITEM).strip(), p.startswith(_ITEM)) for p in pieces if p.strip(f" {_ITEM}")]
+
+
 def split_sentences(section: str) -> list[str]:
     """Sentences of one section, list numbers removed, abbreviations kept whole."""
-    text = _ABBREVIATIONS.sub(lambda m: m.group(0)[:-1] + _PROTECT, normalise_whitespace(section))
-    text = _ENUMERATOR.sub(" ", text)
-    return [s.replace(_PROTECT, ".").strip() for s in _SPLIT.split(text) if s.strip()]
+    return [sentence for sentence, _ in split_items(section)]
+
+
+def number_items(items: list[tuple[str, bool]]) -> str:
+    """(sentence or "" if dropped, opens an item) pairs joined back into a section, numbered
+    "1. ... 2. ..." when two or more items remain; a sentence whose item opener was dropped opens
+    the item in its place."""
+    kept: list[tuple[str, bool]] = []
+    opens_pending = False
+    for sentence, opens in items:
+        opens_pending |= opens
+        if sentence:
+            kept.append((sentence, opens_pending))
+            opens_pending = False
+    numbered = sum(opens for _, opens in kept) >= 2
+    number = itertools.count(1)
+    return " ".join(f"{next(number)}. {sentence}" if numbered and opens else sentence for sentence, opens in kept)
