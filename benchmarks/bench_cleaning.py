@@ -10,7 +10,7 @@ Also prints the share of reports whose 14 labels the rule stage leaves unchanged
 The IU reports are read in place from the installed torchxrayvision package (CC BY-NC-ND 4.0);
 the pipeline runs write them only to a temporary folder that is deleted afterwards.
 
-    python -m benchmarks.bench_cleaning [--repeat 3] [--latency-ms 50] [--workers 8]
+    python -m benchmarks.bench_cleaning [--quick] [--repeat 3] [--latency-ms 50] [--workers 8]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from unixcxr.data.iu import iter_iu_reports
 from unixcxr.evaluate.labeler import label_report
 
 LLM_REPORTS = 64  # reports sent through the simulated endpoint per worker setting
+QUICK_PIPELINE_REPORTS, QUICK_LLM_REPORTS = 1000, 32  # --quick sizes
 PASS = '{"added": [], "dropped": [], "changed": [], "verdict": "pass"}'
 
 
@@ -101,12 +102,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed rule-stage passes (best is kept)")
     parser.add_argument("--latency-ms", type=float, default=50.0, help="simulated LLM latency per request")
     parser.add_argument("--workers", type=int, default=8, help="pipeline workers for the LLM comparison")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"one rule-stage pass, pipeline on {QUICK_PIPELINE_REPORTS} reports, "
+                             f"LLM stage on {QUICK_LLM_REPORTS}")  # fmt: skip
     args = parser.parse_args()
+    repeat = 1 if args.quick else args.repeat
+    llm_reports = QUICK_LLM_REPORTS if args.quick else LLM_REPORTS
 
     texts = [report.text for report in iter_iu_reports()]
-    per_cpu, per_wall = best_rate(texts, args.repeat)
+    per_cpu, per_wall = best_rate(texts, repeat)
     same, total = labels_unchanged(texts)
-    print(f"IU reports: {len(texts)}; rule stage, best of {args.repeat} passes (one thread):")
+    print(f"IU reports: {len(texts)}; rule stage, best of {repeat} passes (one thread):")
     print(f"  {per_cpu:,.0f} reports per CPU second   "
           f"({per_wall:,.0f} per wall second on this shared machine)")
     print(f"  labels unchanged by the rule stage: {same}/{total} = {same / total:.1%}")
@@ -114,19 +120,20 @@ def main() -> None:
     server = LatencyServer(args.latency_ms / 1000)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        source = write_input(folder, texts)
+        pipeline_texts = texts[:QUICK_PIPELINE_REPORTS] if args.quick else texts
+        source = write_input(folder, pipeline_texts)
         rules_rate = pipeline_rate(source, folder, "rules", workers=2)
-        print(f"batch pipeline, rules only (2 workers, labeler checks, fsync per line): "
-              f"{rules_rate:,.0f} reports/s")
+        print(f"batch pipeline, rules only, {len(pipeline_texts)} reports (2 workers, labeler checks, "
+              f"fsync per line): {rules_rate:,.0f} reports/s")
         (folder / "llm").mkdir()
-        llm_source = write_input(folder / "llm", texts[:LLM_REPORTS])
+        llm_source = write_input(folder / "llm", texts[:llm_reports])
         rates = {}
         for workers in (1, args.workers):
             client = ChatClient(LLMConfig(url=server.url, model="bench", timeout_s=10))
             stage = LLMStage(client)
             rates[workers] = pipeline_rate(llm_source, folder / "llm", f"llm{workers}", workers, stage)
         print(f"LLM stage, {args.latency_ms:g} ms per request (2 requests per report), "
-              f"{LLM_REPORTS} reports:")
+              f"{llm_reports} reports:")
         speedup = rates[args.workers] / rates[1]
         print(f"  1 worker {rates[1]:.1f} reports/s, {args.workers} workers "
               f"{rates[args.workers]:.1f} reports/s ({speedup:.1f}x)")
