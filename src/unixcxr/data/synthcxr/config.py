@@ -185,10 +185,11 @@ class FindingSizes:
     nodule_cm: Range = (0.6, 2.0)
     mass_cm: Range = (3.2, 5.5)
     chest_width_cm: float = 28.0  # thoracic width in cm, to turn film units into cm
-    pleural_thickening: Range = (0.008, 0.016)
+    pleural_thickening: Range = (0.012, 0.024)
     plaque_count: tuple[int, int] = (2, 6)
-    fracture_step: Range = (0.25, 0.5)  # in rib periods
-    fracture_gap: Range = (0.03, 0.05)  # in lung half-widths
+    fracture_rib: tuple[int, int] = (3, 8)  # posterior ribs 3-7 lie over the lungs
+    fracture_step: Range = (0.3, 0.55)  # in rib periods
+    fracture_gap: Range = (0.035, 0.06)  # in lung half-widths
     ett_tip_cm: tuple[int, int] = (2, 7)
     sternotomy_wires: tuple[int, int] = (5, 8)
 

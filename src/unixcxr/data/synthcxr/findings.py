@@ -93,7 +93,8 @@ def _draw_fracture_callus(layers: Layers, params: dict, rng: np.random.Generator
 
 def fracture_site(anat: Anatomy, params: dict) -> tuple[float, float]:
     q = params["position"]
-    return anat.midline + SIDE_SIGN[params["side"]] * q * anat.lung_half_width, rib_level(anat, params["rib"], q)
+    v = rib_level(anat, params["rib"], q) - 0.5 * params["step"] * anat.rib_spacing  # between the fragments
+    return anat.midline + SIDE_SIGN[params["side"]] * q * anat.lung_half_width, v
 
 
 # Drawing order: parenchyma first, then pleura (a pneumothorax clears what lies beyond its

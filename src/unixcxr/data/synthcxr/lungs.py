@@ -16,7 +16,7 @@ from unixcxr.data.synthcxr.thorax import Layers, segment_points, vessel_segments
 PATCH_CELLS = 14  # patchy textures: blobs across the film
 MARGIN_CELLS, IRREGULARITY = 40, 0.7  # irregular outlines of air-space disease
 BRONCHOGRAM_WIDTH, BRONCHOGRAM_AIR = 0.0045, 0.35
-SEPTAL_WIDTH, SEPTAL_DENSITY, SEPTAL_LENGTH = 0.003, 0.5, (0.012, 0.025)
+SEPTAL_WIDTH, SEPTAL_DENSITY, SEPTAL_LENGTH = 0.0025, 0.3, (0.01, 0.02)
 EDEMA_SIGMA = (0.13, 0.16)  # perihilar haze, x and v
 EDEMA_VESSEL_BLUR = 1.6  # pixels at 256 px
 LESION_DENSITY = 0.12

@@ -167,7 +167,8 @@ def pleural_other(rng, anat, like=None) -> dict:
 
 
 def fracture(rng, anat, like=None) -> dict:
-    return {"side": _side(rng, like), "rib": int(rng.integers(4, 10)), "position": _uniform(rng, (0.6, 0.92)),
+    rib = int(rng.integers(*SIZES.fracture_rib))
+    return {"side": _side(rng, like), "rib": rib, "position": _uniform(rng, (0.55, 0.9)),
             "step": _uniform(rng, SIZES.fracture_step), "gap": _uniform(rng, SIZES.fracture_gap),
             "age": _pick(rng, ("acute", "healing"), (0.7, 0.3))}  # fmt: skip
 

@@ -7,6 +7,7 @@ from unixcxr.data.synthcxr.phrases import Phrasing
 from unixcxr.data.synthcxr.words import NounPhrase as NP
 from unixcxr.data.synthcxr.words import Words, capitalise
 
+MILD_THICKENING = 0.018  # film units: thinner pleural thickening is reported as mild
 LATERALITY = {"right": ("right", "right-sided"), "left": ("left", "left-sided"), "bilateral": ("bilateral",)}
 
 
@@ -53,7 +54,7 @@ def pneumothorax(p: dict, w: Words) -> Phrasing:
 def pleural_other(p: dict, w: Words) -> Phrasing:
     side = p["side"]
     lat = w.pick(LATERALITY[side])
-    sev = "mild" if p["thickness"] < 0.012 else "moderate"
+    sev = "mild" if p["thickness"] < MILD_THICKENING else "moderate"
     if p["kind"] == "plaques":
         where = "bilaterally" if side == "bilateral" else f"along the {side} pleura"
         surfaces = "pleural surfaces" if side == "bilateral" else f"{side} pleura"

@@ -18,6 +18,7 @@ PLEURAL_LINE_DENSITY = 0.35
 PNEUMOTHORAX_AIR = 0.12
 APICAL_REACH = 0.22  # an apical pneumothorax tapers out this far below the apex
 PLAQUE_WIDTH = 0.005
+THICKENING_DENSITY = 0.2  # fibrous pleura is a little denser than the soft tissue it replaces air with
 
 
 def _hemithorax_window(layers: Layers, side: str):
@@ -98,7 +99,8 @@ def draw_pleural_other(layers: Layers, params: dict, rng: np.random.Generator) -
             band = ramp(thickness - wall_distance(layers, g, side, apical=False), grid.px)
             band = band * ramp(g.v - F32(lo), 0.03) * ramp(F32(hi) - g.v, 0.03)
         full = win.paste(np.zeros(grid.shape, dtype=F32), band) * layers.lungs[side]
-        layers.add_fill(full * F32(0.9))
+        layers.add_fill(full * F32(0.95))
+        layers.dense += full * F32(THICKENING_DENSITY)
 
 
 def _draw_plaques(layers: Layers, params: dict) -> None:

@@ -37,6 +37,7 @@ PEDICLE_OFFSET, PEDICLE_RADIUS = 0.021, 0.0065
 RIB_STRETCH = 0.5  # lower ribs are further apart: period grows by this much per film height
 RIB_COUNT = 11
 RIB_WIDTH_JITTER = 0.15
+FRACTURE_REACH = 0.8  # rib periods around a broken rib that its displaced fragment drags along
 RIB_EXTENT = 0.02  # ribs run this far beyond the lung edge
 ANTERIOR_SLOPE, ANTERIOR_PERIOD, ANTERIOR_START, ANTERIOR_CONTRAST = 0.16, 1.25, 0.3, 0.45
 CLAVICLE_THICKNESS = 0.022
@@ -228,14 +229,14 @@ def _rib_bands(anat: Anatomy, grid: Grid, side: str, fracture: dict | None) -> n
     d = geo.lateral(anat, grid.x, side)
     q = clamp(d / F32(anat.lung_half_width), 0.0, 1.4)
     phase = _rib_phase(anat, grid.v - _posterior_arch(anat, q))
-    if fracture is not None:
-        lateral_fragment = (np.abs(phase - F32(fracture["rib"] - 1 + anat.rib_width / 2)) < F32(0.75)) & (
-            q > F32(fracture["position"]))
-        phase = phase + F32(fracture["step"]) * lateral_fragment
+    if fracture is not None:  # the lateral fragment steps off; the shift fades out before the next ribs
+        offset = np.abs(phase - F32(fracture["rib"] - 1 + anat.rib_width / 2))
+        fade = clamp(F32(1.0) - offset * F32(1.0 / FRACTURE_REACH), 0.0, 1.0) * (q > F32(fracture["position"]))
+        phase = phase + F32(fracture["step"]) * np.minimum(fade * F32(2.0), F32(1.0))
     posterior = _bone_band(phase, _rib_widths(anat, phase), grid.px / anat.rib_spacing) * (phase < F32(RIB_COUNT))
     if fracture is not None:
         gap = np.abs(q - F32(fracture["position"])) < F32(fracture["gap"] / 2)
-        posterior = posterior * ~(gap & (np.abs(phase - F32(fracture["rib"] - 1 + anat.rib_width / 2)) < 0.75))
+        posterior = posterior * ~(gap & (np.abs(phase - F32(fracture["rib"] - 1 + anat.rib_width / 2)) < 0.6))
     slope = F32(ANTERIOR_SLOPE) * (F32(1.0) - q)
     anterior_phase = (grid.v + slope - F32(anat.apex + 0.06)) / F32(anat.rib_spacing * ANTERIOR_PERIOD)
     anterior = _bone_band(anterior_phase, anat.rib_width, grid.px / anat.rib_spacing) * (anterior_phase < 6.0)
