@@ -1,0 +1,119 @@
+"""Draw chest X-ray images from report text with a UniX model."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from unixcxr.cli import CliError
+from unixcxr.cli.report import add_model_arguments, load_pipeline
+
+TEXT_COLUMNS = ("report", "annotated_prompt")  # ours, and the CheXGenBench / LLaVA-Rad test CSV
+ID_COLUMNS = ("id", "dicom_id", "image_id", "path")  # first present one names each output file
+DEFAULT_BATCH, DEFAULT_SEED = 4, 0
+
+EXAMPLES = """\
+examples:
+  unixcxr generate --model runs/small "FINDINGS: Small left pleural effusion." -o effusion.png
+  unixcxr generate --model ~/weights/UniX --prompts test.csv --out-dir images/ --device cuda --dtype bf16
+  unixcxr generate --model runs/small --settings demo --steps 30 --seed 7 "FINDINGS: Clear lungs." -o a.png
+
+Sampling defaults are the released evaluation settings: 50 steps (grid points), text CFG 2.0,
+image CFG 1.0, CFG interval (0.4, 1.0], shift 1.0; --settings demo takes the authors' demo
+values (text 3.0, shift 3.0); any option given replaces its preset value.
+--prompts reads a CSV or JSONL with a `report` or `annotated_prompt` column; each row becomes
+OUT_DIR/ID.png, ID from an id / dicom_id / image_id / path column or the row number. Existing
+PNGs are skipped, so an interrupted job resumes; row i always uses seed + i, so a resumed job
+draws the same images. Files are written atomically."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("generate", help=__doc__.splitlines()[0], description=__doc__, epilog=EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reports", metavar="REPORT", nargs="*", help="report text(s) to draw")
+    add_model_arguments(parser)
+    parser.add_argument("-o", "--output", type=Path, help="PNG file for a single REPORT")
+    parser.add_argument("--prompts", type=Path, help="CSV/JSONL with a report or annotated_prompt column")
+    parser.add_argument("--out-dir", type=Path, help="folder for the images of several reports (--prompts)")
+    parser.add_argument("--settings", default="released", choices=("released", "demo"),
+                        help="sampler preset (default released)")
+    parser.add_argument("--steps", type=int, help="sampling grid points (released: 50)")
+    parser.add_argument("--cfg-text", type=float, help="text guidance scale (released: 2.0)")
+    parser.add_argument("--cfg-img", type=float, help="image guidance scale (released: 1.0)")
+    parser.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="guidance applied while LO < t <= HI (released: 0.4 1.0)")
+    parser.add_argument("--shift", type=float, help="timestep shift (released: 1.0)")
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the model's, 512 for UniX)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"base seed (default {DEFAULT_SEED})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help=f"images per sampling batch (default {DEFAULT_BATCH})")
+    parser.set_defaults(func=run)
+
+
+def _file_id(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(value).stem if "/" in value else value).strip("._") or "image"
+
+
+def read_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
+    """(output PNG, report text, seed) for every requested image."""
+    if args.prompts is None:
+        if len(args.reports) != 1 or args.output is None:
+            raise CliError("give one REPORT with -o OUT.png, or --prompts FILE with --out-dir DIR")
+        return [(args.output, args.reports[0], args.seed)]
+    if args.reports or args.out_dir is None:
+        raise CliError("--prompts needs --out-dir DIR and no REPORT arguments")
+    from unixcxr.evaluate.report_io import ReportInputError, read_table
+
+    try:
+        rows, columns = read_table(args.prompts)
+    except ReportInputError as err:
+        raise CliError(str(err)) from err
+    text_column = next((c for c in TEXT_COLUMNS if c in columns), None)
+    if text_column is None:
+        raise CliError(f"{args.prompts}: no {' or '.join(TEXT_COLUMNS)} column (columns: {', '.join(columns)})")
+    id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    width = len(str(len(rows)))
+    jobs, seen = [], set()
+    for i, row in enumerate(rows):
+        name = _file_id(str(row[id_column])) if id_column else f"{i:0{width}d}"
+        if name in seen:
+            raise CliError(f"{args.prompts}: row {i} repeats the id {name!r}; ids must be unique")
+        seen.add(name)
+        jobs.append((args.out_dir / f"{name}.png", str(row.get(text_column) or ""), args.seed + i))
+    empty = [str(path.stem) for path, text, _ in jobs if not text.strip()]
+    if empty:
+        raise CliError(f"{args.prompts}: empty {text_column} for {', '.join(empty[:5])}; fill or remove those rows")
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from unixcxr.data.shards import atomic_output
+
+    jobs = read_jobs(args)
+    todo = [job for job in jobs if not job[0].is_file()] if args.prompts else jobs
+    if len(todo) < len(jobs):
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} images already in {args.out_dir}; resuming", file=sys.stderr)
+    if not todo:
+        return 0
+    pipe = load_pipeline(args)
+    sampling = dict(steps=args.steps, cfg_text=args.cfg_text, cfg_img=args.cfg_img, cfg_interval=args.cfg_interval,
+                    shift=args.shift, size=args.size, settings=args.settings)
+    bar = tqdm(total=len(todo), unit="image", desc="images")
+    for start in range(0, len(todo), args.batch_size):
+        batch = todo[start:start + args.batch_size]
+        try:
+            images = pipe.generate([text for _, text, _ in batch], seed=[seed for *_, seed in batch], **sampling,
+                                   batch_size=args.batch_size)
+        except ValueError as err:
+            raise CliError(str(err)) from err
+        for (path, _, _), image in zip(batch, images):
+            with atomic_output(path) as tmp:
+                image.save(tmp, format="PNG")
+        bar.update(len(batch))
+    bar.close()
+    print(f"wrote {len(todo)} image(s) to {args.output or args.out_dir}", file=sys.stderr)
+    return 0

@@ -1,0 +1,154 @@
+"""Write radiology reports for chest X-ray images (PNG, JPEG, DICOM) with a UniX model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from unixcxr.cli import CliError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+DEFAULT_BATCH = 8
+
+EXAMPLES = """\
+examples:
+  unixcxr report --model runs/small cxr.png
+  unixcxr report --model ~/weights/UniX studies/ -o reports.jsonl --device cuda --dtype bf16
+  unixcxr report --model runs/small a.dcm b.jpg --prompt "Describe the FINDINGS of this chest X-ray."
+
+--model takes our model or run folder, or the authors' release folder as downloaded. A folder
+given as IMAGE stands for every PNG/JPEG/DICOM file under it. Without -o each report is printed
+after its file name; with -o each line of the JSONL file is {"image": PATH, "report": TEXT}
+(readable by `unixcxr label`). Rerunning with the same -o skips the images already written, so
+an interrupted job resumes. Decoding is greedy (the released evaluation setting) unless
+--temperature is set. An image that cannot be read is reported and skipped (exit status 1)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help=__doc__.splitlines()[0], description=__doc__, epilog=EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", metavar="IMAGE", nargs="+", type=Path, help="image files or folders")
+    add_model_arguments(parser)
+    parser.add_argument("--prompt", default=None,
+                        help="instruction (default: the released one, \"As an imaging expert, review this X-ray "
+                             "and share the FINDINGS and IMPRESSION.\")")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest report in tokens (default 256)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed when sampling")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help=f"images per forward pass (default {DEFAULT_BATCH})")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="JSONL file to write (resumable)")
+    parser.set_defaults(func=run)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype: shared by report, generate and serve."""
+    parser.add_argument("--model", required=True, type=Path, help="model folder, run folder or release folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="weights dtype (default fp32)")
+
+
+def load_pipeline(args: argparse.Namespace):
+    import torch
+
+    from unixcxr.data.tokenizer import TokenizerError
+    from unixcxr.model.io import ModelFolderError
+    from unixcxr.pipeline import UniXPipeline
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    try:
+        return UniXPipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+    except (ModelFolderError, TokenizerError) as err:
+        raise CliError(str(err)) from err
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    out = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise CliError(f"{path}: no PNG, JPEG or DICOM files inside")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def done_images(output: Path) -> set[str]:
+    """Images already in the JSONL output. A line cut short by a crash is dropped from the file, so
+    appending goes on from the last complete line."""
+    if not output.is_file():
+        return set()
+    done, keep = set(), 0
+    with open(output, "rb") as f:
+        for line in f:
+            try:
+                done.add(json.loads(line)["image"])
+            except (ValueError, KeyError, TypeError):
+                break
+            keep += len(line)
+    if keep != output.stat().st_size:
+        with open(output, "r+b") as f:
+            f.truncate(keep)
+    return done
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from unixcxr.data.images import ImageLoadError
+    from unixcxr.pipeline import to_unit_image
+
+    images = expand_images(args.images)
+    done = done_images(args.output) if args.output else set()
+    todo = [p for p in images if str(p) not in done]
+    if done:
+        print(f"{len(images) - len(todo)} of {len(images)} images already in {args.output}; resuming", file=sys.stderr)
+    pipe = load_pipeline(args)
+    size = pipe.config.vision.image_size
+    out = open(args.output, "a", encoding="utf-8") if args.output else None  # noqa: SIM115
+    failed = 0
+    try:
+        bar = tqdm(total=len(todo), unit="image", desc="reports", disable=out is None)
+        for start in range(0, len(todo), args.batch_size):
+            batch, pixels = [], []
+            for path in todo[start:start + args.batch_size]:
+                try:
+                    pixels.append(to_unit_image(path, size))
+                    batch.append(path)
+                except ImageLoadError as err:
+                    failed += 1
+                    print(f"skipped: {err}", file=sys.stderr)
+            if not batch:
+                continue
+            try:
+                reports = pipe.report(pixels, args.prompt, max_new_tokens=args.max_new_tokens,
+                                      temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                                      batch_size=args.batch_size)
+            except ValueError as err:
+                raise CliError(str(err)) from err
+            for path, text in zip(batch, reports):
+                if out is None:
+                    print(f"{path}\t{text}")
+                else:
+                    out.write(json.dumps({"image": str(path), "report": text}, ensure_ascii=False) + "\n")
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
+            bar.update(len(batch))
+        bar.close()
+    finally:
+        if out is not None:
+            out.close()
+    if failed:
+        print(f"{failed} image(s) could not be read (see above)", file=sys.stderr)
+    if out is not None:
+        print(f"wrote {len(todo) - failed} reports to {args.output}", file=sys.stderr)
+    return 1 if failed else 0

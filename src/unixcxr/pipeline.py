@@ -1,0 +1,256 @@
+"""UniXPipeline: what a user holds once a model exists. Built from a folder, called with plain
+arguments (as a diffusers pipeline): images -> reports, reports -> images.
+
+    pipe = UniXPipeline.from_pretrained("runs/small", device="cuda", dtype=torch.bfloat16)
+    pipe.report(["cxr.png", "study.dcm"])            # -> ["FINDINGS: ...", ...]
+    pipe.generate(["FINDINGS: Small left effusion."], seed=0)[0].save("cxr.png")
+
+The folder is ours (`unixcxr train` output, or `unixcxr convert-official` output) or the authors'
+release folder as downloaded (model/official.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unixcxr.data.images import LUMA_WEIGHTS, ImageNorm, load_image, pil_to_unit, to_understanding_tensor
+from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
+from unixcxr.data.tokenizer import ReportTokenizer, SpecialTokens
+from unixcxr.flow.sampler import PRESETS, SamplerSettings
+from unixcxr.inference.images import generate_latents
+from unixcxr.inference.report import DecodingSettings, generate_reports
+from unixcxr.model.config import TokenConfig
+from unixcxr.model.io import ModelFolderError, load_model_folder
+from unixcxr.model.official import is_official_folder, load_official_folder
+from unixcxr.model.unix import UniX
+from unixcxr.model.vae import LatentVAE, to_uint8
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+REPORT_BATCH, IMAGE_BATCH = 8, 4  # rows per forward: bounded memory whatever the list length
+INCOMPLETE_CHARACTER = "\ufffd"  # a byte-level piece that ends inside a multi-byte character
+
+
+def load_tokenizer(path: str | os.PathLike, tokens: TokenConfig) -> ReportTokenizer:
+    """The folder's tokenizer.json with the special ids of the model's config (the one source of truth:
+    the released DeepSeek tokenizer does not even name all of them)."""
+    return ReportTokenizer.load(path, special=SpecialTokens(**dataclasses.asdict(tokens)))
+
+
+def to_unit_image(image: ImageInput, size: int | None = None) -> np.ndarray:
+    """Any image a user hands us -> grayscale float32 [H, W] in [0, 1]. Paths go through
+    data.images (PNG, JPEG, DICOM); arrays may be [H, W] or [H, W, 3|4], integer or in [0, 1]."""
+    if isinstance(image, str | os.PathLike):
+        return load_image(image, min_size=size)
+    if isinstance(image, Image.Image):
+        return pil_to_unit(image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a path, PIL image or array, got {type(image).__name__}")
+    arr = image
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / np.iinfo(arr.dtype).max
+    arr = arr.astype(np.float32, copy=False)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3] @ LUMA_WEIGHTS
+    if arr.ndim != 2 or min(arr.shape) == 0:
+        raise ValueError(f"expected a grayscale [H, W] or colour [H, W, 3] image array, got shape {image.shape}")
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[tuple[int, Sequence]]:
+    for start in range(0, len(items), size):
+        yield start, items[start:start + size]
+
+
+class _StopDecoding(Exception):
+    """Raised inside the decoding thread when the stream's reader has gone away."""
+
+
+class UniXPipeline:
+    """Model, VAE, tokenizer and preprocessing of one model folder, on one device and dtype."""
+
+    def __init__(self, model: UniX, vae: LatentVAE | None, tokenizer: ReportTokenizer):
+        self.model, self.vae, self.tokenizer = model, vae, tokenizer
+        self.config = model.config
+        if tokenizer.vocab_size > self.config.llm.vocab_size:
+            raise ModelFolderError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                                   f"{self.config.llm.vocab_size}: the tokenizer.json belongs to another model")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> UniXPipeline:
+        """Our model/run folder, or the authors' release folder (Janus-style config.json)."""
+        folder = Path(folder)
+        if is_official_folder(folder):
+            model, vae, tokenizer_file = load_official_folder(folder, device, dtype)
+        else:
+            model, vae, tokenizer_file = load_model_folder(folder, device, dtype)
+        if tokenizer_file is None:
+            raise ModelFolderError(f"{folder}: no tokenizer.json; copy the tokenizer the model was trained with "
+                                   "into the folder")
+        return cls(model, vae, load_tokenizer(tokenizer_file, model.config.tokens))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    # --- understanding: image -> report ---------------------------------------------------------
+    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
+        """Letterbox -> resize -> UniX mean/std: [B, 3, S, S] on the model's device and dtype."""
+        vision = self.config.vision
+        norm = ImageNorm(vision.norm_mean, vision.norm_std)
+        size = vision.image_size
+        batch = [to_understanding_tensor(to_unit_image(img, size), size, norm) for img in images]
+        return torch.stack(batch).to(device=self.device, dtype=self.dtype)
+
+    def _prompt_ids(self, prompt: str | None, n: int) -> list[list[int]]:
+        ids = self.tokenizer.encode(DEFAULT_REPORT_PROMPT if prompt is None else prompt)
+        if not ids:
+            raise ValueError("the instruction is empty; leave it out to use the default one")
+        return [ids] * n
+
+    @staticmethod
+    def _generator(seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator().manual_seed(seed)
+
+    def report(self, images: ImageInput | Sequence[ImageInput], prompt: str | None = None, *,
+               max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+               batch_size: int = REPORT_BATCH) -> list[str]:
+        """One report per image, greedy by default (the released evaluation setting). prompt None =
+        the released instruction. Images run in batches of batch_size; pass a list for several."""
+        if isinstance(images, ImageInput.__args__):  # one image (an array is always one image)
+            images = [images]
+        settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        generator = self._generator(seed)
+        reports = []
+        for _, chunk in _chunks(list(images), batch_size):
+            ids = generate_reports(self.model, self.preprocess(chunk), self._prompt_ids(prompt, len(chunk)),
+                                   settings, generator)
+            reports += self.tokenizer.decode_batch(ids)
+        return reports
+
+    def stream_report(self, image: ImageInput, prompt: str | None = None, *, max_new_tokens: int = 256,
+                      temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
+        """Yield the report of one image piece by piece as tokens are decoded (for the web app).
+        The pieces join to exactly report(image)[0]."""
+        pixels, prompts = self.preprocess([image]), self._prompt_ids(prompt, 1)
+        settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        tokens: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def on_token(token: torch.Tensor) -> None:
+            if stop.is_set():
+                raise _StopDecoding
+            tokens.put(int(token[0]))
+
+        def decode() -> None:
+            try:
+                generate_reports(self.model, pixels, prompts, settings, self._generator(seed), on_token=on_token)
+                tokens.put(done)
+            except _StopDecoding:
+                pass
+            except BaseException as err:  # handed to the reader, raised there
+                tokens.put(err)
+
+        worker = threading.Thread(target=decode, name="unixcxr-stream", daemon=True)
+        worker.start()
+        ids, shown = [], ""
+        try:
+            while (item := tokens.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                if item == self.config.tokens.eos:
+                    continue
+                ids.append(item)
+                text = self.tokenizer.decode(ids)
+                if text.endswith(INCOMPLETE_CHARACTER) or len(text) <= len(shown):
+                    continue
+                yield text[len(shown):]
+                shown = text
+            text = self.tokenizer.decode(ids)
+            if len(text) > len(shown):
+                yield text[len(shown):]
+        finally:
+            stop.set()
+            worker.join()
+
+    # --- generation: report -> image --------------------------------------------------------------
+    def sampler_settings(self, settings: str = "released", **overrides) -> SamplerSettings:
+        """A named preset ("released" evaluation settings or the authors' "demo" ones) with the given
+        values (not None) replacing the preset's."""
+        if settings not in PRESETS:
+            raise ValueError(f"unknown sampler settings {settings!r}; choose one of {sorted(PRESETS)}")
+        names = {"steps": "num_points"}
+        values = {names.get(k, k): v for k, v in overrides.items() if v is not None}
+        if "cfg_interval" in values:
+            values["cfg_interval"] = tuple(values["cfg_interval"])
+        return dataclasses.replace(PRESETS[settings], **values)
+
+    def latent_grid(self, size: int | None) -> int:
+        size = self.config.gen.image_size if size is None else size
+        f, grid_max = self.config.vae.downsample, self.config.gen.latent_grid_max
+        if size % f or not 0 < size // f <= grid_max:
+            raise ValueError(f"image size {size} must be a multiple of {f} up to {grid_max * f} for this model")
+        return size // f
+
+    def initial_noise(self, seeds: Sequence[int], grid: int) -> torch.Tensor:
+        """[n, C, grid, grid] noise, image i drawn from seeds[i] alone, so an image is the same
+        whether it is generated alone, in a batch, or in a resumed job."""
+        C = self.config.vae.latent_channels
+        return torch.cat([torch.randn((1, C, grid, grid), generator=torch.Generator().manual_seed(s))
+                          for s in seeds])
+
+    def generate(self, reports: str | Sequence[str], steps: int | None = None, cfg_text: float | None = None,
+                 cfg_img: float | None = None, cfg_interval: tuple[float, float] | None = None,
+                 shift: float | None = None, seed: int | Sequence[int] | None = None, size: int | None = None,
+                 settings: str = "released", batch_size: int = IMAGE_BATCH,
+                 progress: bool = False) -> list[Image.Image]:
+        """One image per report text. Unset values come from `settings`: "released" = 50 steps, text CFG
+        2.0, image CFG 1.0, interval (0.4, 1.0], shift 1.0; "demo" = the authors' demo values.
+        steps counts grid points, as the release does (50 -> 49 Euler steps). seed: one int (image i
+        uses seed + i) or one seed per report; size: pixels (default: the model's generation size)."""
+        if self.vae is None:
+            raise ModelFolderError("this model folder has no VAE weights (vae.safetensors), so it cannot draw images")
+        reports = [reports] if isinstance(reports, str) else list(reports)
+        for i, text in enumerate(reports):
+            if not text or not text.strip():
+                raise ValueError(f"report {i} is empty; write the findings the image should show")
+        sampler = self.sampler_settings(settings, steps=steps, cfg_text=cfg_text, cfg_img=cfg_img,
+                                        cfg_interval=cfg_interval, shift=shift)
+        grid = self.latent_grid(size)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()))
+        seeds = [seed + i for i in range(len(reports))] if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(reports):
+            raise ValueError(f"{len(reports)} reports but {len(seeds)} seeds")
+        bar = _progress_bar(len(reports) * (sampler.num_points - 1)) if progress else None
+        images = []
+        for start, chunk in _chunks(reports, batch_size):
+            noise = self.initial_noise(seeds[start:start + len(chunk)], grid).to(self.device)
+            latents = generate_latents(self.model, self.tokenizer.encode_batch(chunk), sampler, (grid, grid),
+                                       noise=noise, progress=(lambda i, n: bar.update(1)) if bar else None)
+            pixels = to_uint8(self.vae.decode(latents.to(self.vae.autoencoder.dtype))).cpu()  # [B, 3, S, S]
+            images += [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
+        if bar:
+            bar.close()
+        return images
+
+
+def _progress_bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sampling", unit="step")
