@@ -132,6 +132,12 @@ def test_communication_technique_and_filler_sentences_are_dropped(raw: str):
     assert clean_sentence(raw)[0] == ""
 
 
+def test_a_finding_that_a_communication_statement_was_appended_to_is_kept():
+    assert clean_sentence("New large right pneumothorax, discussed with Dr. ___ at 9:10.")[0] == (
+        "Large right pneumothorax.")
+    assert clean_sentence("These findings, which are critical, were discussed with Dr. ___.")[0] == ""
+
+
 def test_a_technique_lead_is_cut_and_the_finding_kept():
     sentence = "Frontal and lateral views of the chest show normal size of the cardiac silhouette."
     assert clean_sentence(sentence)[0] == "Normal size of the cardiac silhouette."

@@ -156,6 +156,10 @@ COMMUNICATION = re.compile(
     _I,
 )
 
+# "These findings", "The above results": the subject of a communication statement, not a finding.
+FINDINGS_REFERENCE = re.compile(r"^(?:the\s+|these\s+|this\s+|above\s+|critical\s+)*(?:findings?|results?"
+                                r"|recommendations?|impression|case|study)\b", _I)
+
 # ---- technique and view metadata -----------------------------------------------------------------
 _VIEWS = (r"(?:(?:pa|ap|frontal|lateral|portable|upright|supine|semi-?upright|semi-?erect|erect|single"
           r"|two|three|2|3|oblique|decubitus|bedside|and|,)\s*)+")
