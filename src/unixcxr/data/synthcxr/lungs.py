@@ -11,7 +11,8 @@ from scipy.ndimage import gaussian_filter
 
 from unixcxr.data.synthcxr import anatomy as geo
 from unixcxr.data.synthcxr.raster import F32, Grid, clamp, ramp, segment_distance, smooth_noise, splat, window
-from unixcxr.data.synthcxr.thorax import Layers, segment_points, vessel_segments
+from unixcxr.data.synthcxr.thorax import Layers
+from unixcxr.data.synthcxr.vessels import segment_points, vessel_segments
 
 PATCH_CELLS = 14  # patchy textures: blobs across the film
 MARGIN_CELLS, IRREGULARITY = 40, 0.7  # irregular outlines of air-space disease

@@ -176,6 +176,7 @@ def edema(p: dict, w: Words) -> Phrasing:
     septal = " with septal lines" if p["septal_lines"] else ""
     return Phrasing(
         [NP(f"{sev} pulmonary edema", False), NP(f"{sev} interstitial pulmonary edema{septal}", False),
+         NP(f"{sev} bilateral perihilar edema", False),
          NP(f"{sev} pulmonary edema with vascular congestion", False)],
         [f"There is {sev} pulmonary edema.", f"{sev} pulmonary edema with indistinct pulmonary vessels{septal}.",
          f"Findings are consistent with {sev} pulmonary edema.",

@@ -72,6 +72,15 @@ def window(grid: Grid, x0: float, x1: float, v0: float, v1: float) -> Window:
     return Window(rows_slice, cols_slice, sub)
 
 
+def local_layer(grid: Grid, bbox: tuple[float, float, float, float], draw) -> np.ndarray:
+    """A full-frame layer that is non-zero only inside bbox (x0, x1, v0, v1)."""
+    out = np.zeros(grid.shape, dtype=F32)
+    win = window(grid, *bbox)
+    if win.grid.x.size:
+        out[win.rows, win.cols] = draw(win.grid)
+    return out
+
+
 def make_grid(size: int, rotation: float = 0.0, shift: tuple[float, float] = (0.0, 0.0),
               zoom: float = 1.0) -> Grid:
     """Grid for a film rotated by `rotation` radians about its centre, shifted by `shift` (film

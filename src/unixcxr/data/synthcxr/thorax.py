@@ -13,7 +13,7 @@ import numpy as np
 
 from unixcxr.data.synthcxr import anatomy as geo
 from unixcxr.data.synthcxr.anatomy import Anatomy
-from unixcxr.data.synthcxr.config import DENSITY, RASTER, TREE
+from unixcxr.data.synthcxr.config import DENSITY
 from unixcxr.data.synthcxr.raster import (
     F32,
     Grid,
@@ -21,12 +21,12 @@ from unixcxr.data.synthcxr.raster import (
     clamp,
     ellipse,
     fraction,
+    local_layer,
     ramp,
     segment_distance,
     smooth_noise,
-    splat,
-    window,
 )
+from unixcxr.data.synthcxr.vessels import hila, vessel_tree
 
 SHOULDER_RISE = 0.22  # extra body half-width at the top of the film (shoulders, arms) ...
 SHOULDER_HEIGHT, AXILLA_BELOW_CLAVICLE = 0.24, 0.1  # ... reached over this height above the axillae
@@ -44,8 +44,6 @@ CLAVICLE_THICKNESS = 0.022
 BORDER_SAMPLES = 2048  # the cardiac borders are tabulated over the film's height, then looked up
 PARENCHYMA_MOTTLE, PARENCHYMA_CELLS = 0.12, 28
 BASE_THINNING, BASE_DEPTH = 0.08, 0.75  # lungs hold less air over the domes' last 0.08
-TRUNK_GENERATIONS, TRUNK_OFFSET = 2, 0.003
-HILUM_SPREAD = np.array([0.01, 0.03])  # the hilum is tall and narrow
 CORTEX_WIDTH = 0.12  # share of a bone's width drawn as bright cortex
 
 
@@ -93,17 +91,8 @@ def render_anatomy(anat: Anatomy, grid: Grid, fracture: dict | None = None) -> L
     for side in geo.SIDE_SIGN:
         broken = fracture if fracture and fracture["side"] == side else None
         bone = bone + _ribs(anat, grid, side, broken) * (F32(1.0) - F32(0.75) * below)
-    vessels = _vessels(anat, grid) * lung_any + _hila(anat, grid)
+    vessels = vessel_tree(anat, grid) * lung_any + hila(anat, grid)
     return Layers(grid, anat, _soft_tissue(anat, grid), air, lungs, vessels, bone * F32(anat.bone))
-
-
-def _local(grid: Grid, bbox: tuple[float, float, float, float], draw) -> np.ndarray:
-    """A full-frame layer that is non-zero only inside bbox (x0, x1, v0, v1)."""
-    out = np.zeros(grid.shape, dtype=F32)
-    win = window(grid, *bbox)
-    if win.grid.x.size:
-        out[win.rows, win.cols] = draw(win.grid)
-    return out
 
 
 def _hemithorax(anat: Anatomy, side: str, below: float = 0.02) -> tuple[float, float, float, float]:
@@ -117,7 +106,7 @@ def _lung_mask(anat: Anatomy, grid: Grid, side: str) -> np.ndarray:
         mask = ramp(geo.chest_wall(anat, v, side) - d, px) * ramp(v - geo.lung_top(anat, d), px)
         return mask * ramp(geo.dome(anat, d, side) - v, px) * ramp(d - F32(0.01), px)
 
-    return _local(grid, _hemithorax(anat, side), draw)
+    return local_layer(grid, _hemithorax(anat, side), draw)
 
 
 def _lung_depth(anat: Anatomy, grid: Grid, lungs: dict[str, np.ndarray], side: str) -> np.ndarray:
@@ -131,7 +120,7 @@ def _lung_depth(anat: Anatomy, grid: Grid, lungs: dict[str, np.ndarray], side: s
         base = clamp((geo.dome(anat, d, side) - g.v) * F32(1.0 / BASE_THINNING), BASE_DEPTH, 1.0)
         return across * apex * base
 
-    return _local(grid, _hemithorax(anat, side), draw) * lungs[side]
+    return local_layer(grid, _hemithorax(anat, side), draw) * lungs[side]
 
 
 def _mediastinum_and_heart(anat: Anatomy, grid: Grid) -> np.ndarray:
@@ -145,7 +134,7 @@ def _mediastinum_and_heart(anat: Anatomy, grid: Grid) -> np.ndarray:
         off = g.x - F32(anat.midline)
         return ramp(off + right_table[row], g.px) * ramp(left_table[row] - off, g.px)
 
-    return _local(grid, (x0, x1, 0.0, 1.0), draw)
+    return local_layer(grid, (x0, x1, 0.0, 1.0), draw)
 
 
 def _soft_tissue(anat: Anatomy, grid: Grid) -> np.ndarray:
@@ -168,7 +157,7 @@ def _soft_tissue(anat: Anatomy, grid: Grid) -> np.ndarray:
                 return ellipse(g, cx, cv, 0.17, 0.12) * ramp(g.v - F32(cv - 0.03), 0.08)
 
             body = ramp(half - off, 0.03)
-            soft = soft + _local(grid, (cx - 0.17, cx + 0.17, cv - 0.12, cv + 0.12), breast) * body * F32(
+            soft = soft + local_layer(grid, (cx - 0.17, cx + 0.17, cv - 0.12, cv + 0.12), breast) * body * F32(
                 DENSITY.breast)
     return soft * F32(anat.soft_tissue)
 
@@ -186,7 +175,7 @@ def _trachea(anat: Anatomy, grid: Grid) -> np.ndarray:
             column = np.maximum(column, ramp(F32(0.8 * w) - dist, g.px))
         return column
 
-    return _local(grid, (tx - 0.07, tx + 0.07, 0.0, anat.carina + 0.07), draw)
+    return local_layer(grid, (tx - 0.07, tx + 0.07, 0.0, anat.carina + 0.07), draw)
 
 
 def _gastric_bubble(anat: Anatomy, grid: Grid) -> np.ndarray:
@@ -198,7 +187,7 @@ def _gastric_bubble(anat: Anatomy, grid: Grid) -> np.ndarray:
     def draw(g: Grid) -> np.ndarray:
         return ellipse(g, cx, cv, 1.4 * r, r) * ramp(F32(cv + 0.3 * r) - g.v, g.px)  # air over a fluid level
 
-    return _local(grid, (cx - 1.4 * r, cx + 1.4 * r, cv - r, cv + r), draw) * F32(DENSITY.gastric_air)
+    return local_layer(grid, (cx - 1.4 * r, cx + 1.4 * r, cv - r, cv + r), draw) * F32(DENSITY.gastric_air)
 
 
 def _spine(anat: Anatomy, grid: Grid) -> np.ndarray:
@@ -213,14 +202,14 @@ def _spine(anat: Anatomy, grid: Grid) -> np.ndarray:
         return body + clamp(F32(1.0) - ped, 0.0, 1.0) * F32(0.6)
 
     half = SPINE_HALF_WIDTH
-    spine = _local(grid, (anat.midline - half, anat.midline + half, 0.0, 1.0), draw)
+    spine = local_layer(grid, (anat.midline - half, anat.midline + half, 0.0, 1.0), draw)
     return spine * F32(DENSITY.spine / max(anat.bone, 1e-3))
 
 
 def _ribs(anat: Anatomy, grid: Grid, side: str, fracture: dict | None) -> np.ndarray:
     """Posterior ribs (bright, arching down from the spine) and fainter anterior ribs (sloping
     down towards the midline) of one side."""
-    return _local(grid, _hemithorax(anat, side, below=0.15), lambda g: _rib_bands(anat, g, side, fracture))
+    return local_layer(grid, _hemithorax(anat, side, below=0.15), lambda g: _rib_bands(anat, g, side, fracture))
 
 
 def _rib_bands(anat: Anatomy, grid: Grid, side: str, fracture: dict | None) -> np.ndarray:
@@ -292,7 +281,7 @@ def _humeral_heads(anat: Anatomy, grid: Grid) -> np.ndarray:
         def draw(g: Grid, cx=cx, cv=cv) -> np.ndarray:
             return ellipse(g, cx, cv, r, 1.15 * r) * (F32(0.8) + F32(0.5) * chord(g.x - F32(cx), r))
 
-        out += _local(grid, (cx - r, cx + r, cv - 1.15 * r, cv + 1.15 * r), draw)
+        out += local_layer(grid, (cx - r, cx + r, cv - 1.15 * r, cv + 1.15 * r), draw)
     return out * F32(DENSITY.clavicle)
 
 
@@ -312,70 +301,5 @@ def _clavicles(anat: Anatomy, grid: Grid) -> np.ndarray:
 
         sign = geo.SIDE_SIGN[side]
         xs = sorted((anat.midline + sign * d0, anat.midline + sign * d1))
-        out += _local(grid, (xs[0], xs[1], anat.clavicle_level - 0.09, anat.clavicle_level + 0.04), draw)
+        out += local_layer(grid, (xs[0], xs[1], anat.clavicle_level - 0.09, anat.clavicle_level + 0.04), draw)
     return out * F32(DENSITY.clavicle)
-
-
-def vessel_segments(anat: Anatomy, sides: tuple[str, ...], rng: np.random.Generator, trunks: int | None = None,
-                    generations: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Branching trees from the hila of `sides`, grown together one generation at a time:
-    per generation (starts [N, 2], ends [N, 2], weights [N]). Also used for air bronchograms."""
-    trunks, generations = trunks or TREE.trunks, generations or TREE.generations
-    sign = np.repeat([geo.SIDE_SIGN[s] for s in sides], trunks)
-    lateral_angles = np.tile(np.linspace(-1.25, 1.6, trunks), len(sides)) + rng.normal(0, 0.08, sign.size)
-    angles = np.where(sign > 0, lateral_angles, np.pi - lateral_angles)  # lateral_angles > 0 point down
-    hila = np.repeat([geo.hilum(anat, s) for s in sides], trunks, axis=0)
-    starts = hila + rng.normal(0, 1, (sign.size, 2)) * HILUM_SPREAD
-    lengths = rng.uniform(*TREE.trunk_length, sign.size)
-    weights = np.ones(sign.size)
-    out = []
-    for _ in range(generations):
-        ends = starts + lengths[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-        out.append((starts, ends, weights))
-        n = len(angles)
-        spread = rng.uniform(*TREE.spread, n)[:, None] * np.array([-0.5, 0.5])
-        angles = (angles[:, None] + spread + rng.normal(0, TREE.jitter, (n, 2))).ravel()
-        starts = np.repeat(ends, 2, axis=0)
-        lengths = np.repeat(lengths, 2) * rng.uniform(*TREE.length_decay, 2 * n)
-        weights = np.repeat(weights, 2) * TREE.weight_decay
-    return out
-
-
-def segment_points(segments, grid: Grid, thick: int = 0, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Dense samples along every segment (one vectorised step per generation). The first
-    `thick` generations are drawn as three parallel lines `offset` apart (wider vessels)."""
-    points, weights = [], []
-    for g, (starts, ends, w) in enumerate(segments):
-        delta = ends - starts
-        lengths = np.hypot(delta[:, 0], delta[:, 1])
-        count = max(2, int(np.ceil(lengths.max() / (grid.px * RASTER.line_step_px))))
-        t = np.linspace(0.0, 1.0, count)[None, :, None]
-        line = starts[:, None, :] + t * delta[:, None, :]  # [N, count, 2]
-        weight = np.repeat(w * lengths / (count - 1) / (grid.px * RASTER.line_step_px), count)
-        if g < thick:
-            normal = np.stack([-delta[:, 1], delta[:, 0]], axis=1) / np.maximum(lengths, 1e-9)[:, None]
-            line = np.concatenate([line + k * offset * normal[:, None, :] for k in (-1, 0, 1)])
-            weight = np.tile(weight, 3)
-        points.append(line.reshape(-1, 2))
-        weights.append(weight)
-    return np.concatenate(points), np.concatenate(weights)
-
-
-def _vessels(anat: Anatomy, grid: Grid) -> np.ndarray:
-    """Both vessel trees in one splat; the lobar trunks drawn wider."""
-    rng = np.random.default_rng(anat.tree_seed)
-    segments = vessel_segments(anat, tuple(geo.SIDE_SIGN), rng)
-    points, weights = segment_points(segments, grid, TRUNK_GENERATIONS, TRUNK_OFFSET)
-    return splat(grid, points, weights, TREE.width) * F32(DENSITY.vessel)
-
-
-def _hila(anat: Anatomy, grid: Grid) -> np.ndarray:
-    out = np.zeros(grid.shape, dtype=F32)
-    for side in geo.SIDE_SIGN:
-        hx, hv = geo.hilum(anat, side)
-
-        def draw(g: Grid, hx=hx, hv=hv) -> np.ndarray:
-            return np.exp(-(((g.x - F32(hx)) / F32(0.03)) ** 2 + ((g.v - F32(hv)) / F32(0.05)) ** 2))
-
-        out += _local(grid, (hx - 0.07, hx + 0.07, hv - 0.11, hv + 0.11), draw)
-    return out * F32(DENSITY.hilum)
