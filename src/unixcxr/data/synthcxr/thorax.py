@@ -42,7 +42,8 @@ RIB_EXTENT = 0.02  # ribs run this far beyond the lung edge
 ANTERIOR_SLOPE, ANTERIOR_PERIOD, ANTERIOR_START, ANTERIOR_CONTRAST = 0.16, 1.25, 0.3, 0.45
 CLAVICLE_THICKNESS = 0.022
 BORDER_SAMPLES = 2048  # the cardiac borders are tabulated over the film's height, then looked up
-PARENCHYMA_MOTTLE, PARENCHYMA_CELLS = 0.12, 28
+PARENCHYMA_MOTTLE, PARENCHYMA_CELLS = 0.14, 44
+ABDOMEN_RIB_FADE = 0.85  # lower ribs behind the upper abdomen barely show
 BASE_THINNING, BASE_DEPTH = 0.08, 0.75  # lungs hold less air over the domes' last 0.08
 CORTEX_WIDTH = 0.12  # share of a bone's width drawn as bright cortex
 
@@ -87,10 +88,10 @@ def render_anatomy(anat: Anatomy, grid: Grid, fracture: dict | None = None) -> L
         F32(anat.lung_air) * mottle)
     air = air + _trachea(anat, grid) * F32(DENSITY.trachea_air) + _gastric_bubble(anat, grid)
     bone = _spine(anat, grid) + _clavicles(anat, grid) + _humeral_heads(anat, grid)
-    below = ramp(grid.v - F32(geo.sulcus_level(anat, "left")), 0.06)  # ribs fade over the abdomen
+    below = ramp(grid.v - F32(geo.dome_peak(anat, "left")), 0.08)  # ribs fade over the abdomen
     for side in geo.SIDE_SIGN:
         broken = fracture if fracture and fracture["side"] == side else None
-        bone = bone + _ribs(anat, grid, side, broken) * (F32(1.0) - F32(0.75) * below)
+        bone = bone + _ribs(anat, grid, side, broken) * (F32(1.0) - F32(ABDOMEN_RIB_FADE) * below)
     vessels = vessel_tree(anat, grid) * lung_any + hila(anat, grid)
     return Layers(grid, anat, _soft_tissue(anat, grid), air, lungs, vessels, bone * F32(anat.bone))
 
