@@ -148,7 +148,7 @@ def test_rate_limit_waits_as_long_as_retry_after_says():
         start = time.monotonic()
         assert client_for(server, backoff_base_s=0.001).complete(MESSAGES) == "ok"
         waited = time.monotonic() - start
-    assert 1.0 <= waited < 2.0  # Retry-After (1 s), not the 1 ms backoff
+    assert 1.0 <= waited < 3.0  # Retry-After (1 s), not the 1 ms backoff
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
