@@ -99,10 +99,10 @@ def test_chexpert_csv_holds_the_labels_the_truth_implies(dataset):
 
 def test_labels_are_implied_by_the_report_text(population):
     for study in population:
-        text = study.text.lower()
+        text = study.report.lower()
         for name, value in study.labels.items():
             if name != "No Finding" and value is not None:
-                assert re.search(MENTIONS[name], text), (name, value, study.text)
+                assert re.search(MENTIONS[name], text), (name, value, study.report)
 
 
 def test_understanding_records_answer_what_the_instruction_asks(dataset):
@@ -156,10 +156,10 @@ def test_the_data_set_is_identical_whatever_the_worker_count(tmp_path):
 
 def test_a_study_is_reproducible_and_its_content_does_not_depend_on_size():
     small, large, again = render_study(11, seed=2, size=64), render_study(11, seed=2, size=128), render_study(11, 2, 64)
-    assert small.text == large.text and small.labels == large.labels
+    assert small.report == large.report and small.labels == large.labels
     assert small.image.shape == (64, 64) and large.image.shape == (128, 128)
     assert np.array_equal(small.image, again.image)
-    assert render_study(12, seed=2, size=64).text != small.text or render_study(12, 2, 64).truth != small.truth
+    assert render_study(12, seed=2, size=64).report != small.report or render_study(12, 2, 64).truth != small.truth
 
 
 # ---- statistics -------------------------------------------------------------------------------
@@ -189,21 +189,21 @@ def test_absent_findings_are_sometimes_negated_and_sometimes_unmentioned(populat
 def test_each_finding_is_worded_at_least_five_ways(population):
     templates = defaultdict(set)
     for study in population:
-        for name, template in study.report.templates:
+        for name, template in study.document.templates:
             templates[name].update(template.split("+") if name == "Support Devices" else [template])
     for name in OBSERVATIONS[:-1]:
         assert len(templates[name]) >= 5, (name, templates[name])
 
 
 def test_normal_reports_are_worded_in_many_ways(population):
-    normal = [s.text for s in population if not s.spec.findings]
+    normal = [s.report for s in population if not s.spec.findings]
     assert len(normal) > 50 and len(set(normal)) >= 0.6 * len(normal)
 
 
 def test_clean_reports_have_no_placeholders_or_prior_comparisons(population):
     for study in population:
-        assert "___" not in study.text and "prior" not in study.text.lower()
-        assert study.text.startswith("FINDINGS: ") and " IMPRESSION: " in study.text
+        assert "___" not in study.report and "prior" not in study.report.lower()
+        assert study.report.startswith("FINDINGS: ") and " IMPRESSION: " in study.report
 
 
 def test_raw_noise_adds_placeholders_and_comparisons_but_keeps_labels(tmp_path):

@@ -3,7 +3,7 @@ ground-truth findings and MIMIC-style reports, written in the MIMIC-CXR-JPG layo
 
     from unixcxr.data.synthcxr import generate_dataset, render_study
     generate_dataset("data/synthcxr", n=1000, size=256, seed=0, workers=2)
-    study = render_study(7, seed=0, size=256)  # .image [256, 256] uint8, .text, .labels, .truth
+    study = render_study(7, seed=0, size=256)  # .image [256, 256] uint8, .report, .labels, .truth
 """
 
 from unixcxr.data.synthcxr.contact import contact_sheet

@@ -16,23 +16,23 @@ from unixcxr.data.synthcxr.sampler import REPORT, StudyRef, rng_for, sample_spec
 class Study:
     ref: StudyRef
     spec: StudySpec
-    report: Report
+    document: Report  # the report's sentences, each with the labels it asserts
     image: np.ndarray | None  # [size, size] uint8, None when only described
 
     @property
-    def text(self) -> str:
+    def report(self) -> str:
         """The clean report, "FINDINGS: ... IMPRESSION: ..."."""
-        return self.report.text
+        return self.document.text
 
     @property
     def labels(self) -> dict[str, int | None]:
-        return self.report.labels()
+        return self.document.labels()
 
     @property
     def truth(self) -> dict:
         """What was drawn (findings with every parameter, the anatomy they left, the
         acquisition) and what was written; one line of synthcxr-truth.jsonl."""
-        templates = dict(self.report.templates)
+        templates = dict(self.document.templates)
         anatomy = modify_anatomy(self.spec.anatomy, self.spec.findings)
         return {
             "dicom_id": self.ref.dicom_id,
@@ -43,7 +43,7 @@ class Study:
             "size": None if self.image is None else int(self.image.shape[0]),
             "findings": [{**f.to_dict(), "template": templates[f.observation]} for f in self.spec.findings],
             "labels": self.labels,
-            "report": self.text,
+            "report": self.report,
             "anatomy": anatomy.to_dict(),
             "acquisition": self.spec.acquisition.to_dict(),
         }
@@ -69,4 +69,4 @@ def render_study(index: int, seed: int = 0, size: int = 256) -> Study:
     (index, seed) gives the same study at any size and in any process."""
     check_size(size)
     study = describe_study(index, seed)
-    return Study(study.ref, study.spec, study.report, render_image(study.spec, size))
+    return Study(study.ref, study.spec, study.document, render_image(study.spec, size))

@@ -116,12 +116,12 @@ def write_study(job: Job, index: int) -> dict:
     buffer = io.BytesIO()
     Image.fromarray(study.image, mode="L").save(buffer, format="JPEG", quality=LAYOUT.jpeg_quality)
     write_atomic(image_path, buffer.getvalue())
-    text = raw_report(study.report, rng_for(job.seed, RAW_NOISE, index)) if job.raw_noise else study.text + "\n"
+    text = raw_report(study.document, rng_for(job.seed, RAW_NOISE, index)) if job.raw_noise else study.report + "\n"
     write_atomic(report_path, text.encode("utf-8"))
     instructions = rng_for(job.seed, PROMPTS, index)
     return {"patient": ref.patient, "index": index, "subject_id": ref.subject_id, "study_id": ref.study_id,
-            "dicom_id": ref.dicom_id, "path": ref.image_path, "labels": study.labels, "report": study.text,
-            "findings": study.report.findings_text, "truth": study.truth,
+            "dicom_id": ref.dicom_id, "path": ref.image_path, "labels": study.labels, "report": study.report,
+            "findings": study.document.findings_text, "truth": study.truth,
             "instruction": REPORT_INSTRUCTIONS[int(instructions.integers(len(REPORT_INSTRUCTIONS)))]}  # fmt: skip
 
 
