@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 import pydicom.errors
 import pydicom.pixels
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the CLI starts fast
+    import torch
 
 DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -184,12 +187,16 @@ def to_understanding_tensor(
     img: np.ndarray | str | os.PathLike, size: int = UNDERSTANDING_SIZE, norm: ImageNorm = UNDERSTANDING_NORM
 ) -> torch.Tensor:
     """The vision encoder's input: letterboxed, 3 identical channels, normalised. [3, S, S]."""
+    import torch
+
     square = torch.from_numpy(letterbox(_as_array(img, size), size))
     return ((square - norm.mean) / norm.std).expand(3, size, size).contiguous()
 
 
 def to_vae_tensor(img: np.ndarray | str | os.PathLike, size: int) -> torch.Tensor:
     """The VAE's input: letterboxed, 3 identical channels, in [-1, 1]. [3, S, S]."""
+    import torch
+
     square = torch.from_numpy(letterbox(_as_array(img, size), size))
     return (square * 2.0 - 1.0).expand(3, size, size).contiguous()
 
