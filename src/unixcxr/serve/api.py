@@ -1,0 +1,167 @@
+"""JSON HTTP API:
+
+    GET  /api/health     -> {"status": "ok", "model": NAME, "waiting": N}
+    POST /api/report     JSON {"image": BASE64, "prompt"?: str, "max_new_tokens"?: int}
+                         or multipart/form-data with a file field "image" (+ the same fields)
+                         -> {"report": TEXT}
+    POST /api/generate   JSON {"report": TEXT, "steps"?: int, "cfg_text"?: float, "seed"?: int,
+                               "settings"?: "released" | "demo"}
+                         -> {"image": BASE64_PNG, "seed": int}
+
+Errors are {"error": MESSAGE} with a 4xx status (bad input, 413 too large, 503 busy); an
+internal failure is a 500 with no detail (the traceback goes to the server log only). Bodies are
+read up to the upload limit and no further."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import Request as StarletteRequest
+
+from unixcxr.serve.batcher import QueueFull
+from unixcxr.serve.service import ModelService, UploadError, decode_upload, png_base64
+
+log = logging.getLogger("unixcxr.serve")
+BODY_OVERHEAD = 64 * 1024  # JSON fields and multipart headers beside the image
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def report_fields(request: Request, limit: int) -> tuple[bytes, str, dict]:
+    """(image bytes, upload name, other fields) from a JSON or a multipart body."""
+    body = await read_body(request, limit)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await StarletteRequest(request.scope, replay).form()
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "multipart body needs a file field named 'image'")
+        return await upload.read(), upload.filename or "upload", {k: v for k, v in form.items() if k != "image"}
+    fields = parse_json(body)
+    try:
+        data = base64.b64decode(str(fields.pop("image", "")), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ApiError(400, "'image' must be base64 (standard alphabet) of a PNG, JPEG or DICOM file") from err
+    return data, "image", fields
+
+
+def parse_json(body: bytes) -> dict:
+    try:
+        fields = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, "the body must be JSON (or multipart/form-data for /api/report)") from err
+    if not isinstance(fields, dict):
+        raise ApiError(400, "the JSON body must be an object")
+    return fields
+
+
+def _int(fields: dict, name: str, default=None):
+    value = fields.get(name, default)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as err:
+        raise ApiError(400, f"'{name}' must be an integer") from err
+
+
+def _float(fields: dict, name: str):
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise ApiError(400, f"'{name}' must be a number") from err
+
+
+async def wait(future, timeout: float):
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+    except TimeoutError as err:
+        raise ApiError(503, "the request timed out in the queue; retry later") from err
+
+
+def api_router(service: ModelService, log_text: bool = False) -> APIRouter:
+    router = APIRouter(prefix="/api")
+    limits = service.limits
+    body_limit = limits.max_upload_bytes * 4 // 3 + BODY_OVERHEAD  # base64 is 4/3 of the bytes
+
+    @router.get("/health")
+    async def health():
+        return {"status": "ok", "model": service.pipe.config.name, "waiting": service.batcher.waiting}
+
+    @router.post("/report")
+    async def report(request: Request):
+        data, name, fields = await report_fields(request, body_limit)
+        try:
+            pixels = decode_upload(data, name, limits)
+            prompt = fields.get("prompt")
+            future = service.report(pixels, None if prompt is None else str(prompt), _int(fields, "max_new_tokens"))
+        except UploadError as err:
+            raise ApiError(400, str(err)) from err
+        text = await wait(future, limits.request_timeout_s)
+        if log_text:
+            log.info("report: %s", text)
+        return {"report": text}
+
+    @router.post("/generate")
+    async def generate(request: Request):
+        fields = parse_json(await read_body(request, BODY_OVERHEAD + limits.max_report_chars * 4))
+        seed = _int(fields, "seed", 0)
+        try:
+            future = service.generate(str(fields.get("report") or ""), _int(fields, "steps"),
+                                      _float(fields, "cfg_text"), seed, str(fields.get("settings", "released")))
+        except UploadError as err:
+            raise ApiError(400, str(err)) from err
+        image = await wait(future, limits.request_timeout_s)
+        return {"image": png_base64(image), "seed": seed}
+
+    return router
+
+
+def install_error_handlers(app) -> None:
+    """Every error leaves as {"error": MESSAGE}; nothing from a traceback reaches the client."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, err: ApiError):
+        return error_response(err.status, err.message)
+
+    @app.exception_handler(QueueFull)
+    async def busy(request, err):
+        return error_response(503, "the server is busy; retry in a moment")
+
+    @app.exception_handler(Exception)
+    async def internal(request, err):
+        log.exception("internal error in %s %s", request.method, request.url.path)
+        return error_response(500, "internal error; the server log has the details")

@@ -1,0 +1,60 @@
+"""One FastAPI app: the JSON API under /api and the Gradio web app at /, sharing one model queue."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from unixcxr.pipeline import UniXPipeline
+from unixcxr.serve.api import api_router, install_error_handlers
+from unixcxr.serve.service import DEFAULT_LIMITS, ModelService, ServeLimits
+
+log = logging.getLogger("unixcxr.serve")
+
+
+def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text: bool = False) -> FastAPI:
+    """log_text: also log generated report text (off by default: reports are patient data)."""
+    import gradio as gr
+
+    from unixcxr.serve.ui import THEME, build_ui
+
+    service = ModelService(pipe, limits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        service.close()
+
+    app = FastAPI(title="UniX chest X-ray API", docs_url="/api/docs", openapi_url="/api/openapi.json",
+                  redoc_url=None, lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def access_log(request: Request, call_next):
+        """Method, path, status and time only: never bodies, query strings or report text."""
+        start = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path.startswith("/api/"):
+            log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
+                     (time.perf_counter() - start) * 1000)
+        return response
+
+    app.include_router(api_router(service, log_text))
+    return gr.mount_gradio_app(app, build_ui(service), path="", max_file_size=limits.max_upload_bytes,
+                               ssr_mode=False, mcp_server=False, theme=THEME, footer_links=[],
+                               show_error=False)  # gr.Error messages only, never exception text
+
+
+def serve(pipe: UniXPipeline, host: str, port: int, limits: ServeLimits = DEFAULT_LIMITS,
+          log_text: bool = False) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = build_app(pipe, limits, log_text)
+    log.info("serving %s on http://%s:%d (web app at /, API at /api, docs at /api/docs)", pipe.config.name,
+             host, port)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")

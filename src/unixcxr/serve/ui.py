@@ -1,0 +1,98 @@
+"""The Gradio web app: an understanding tab (X-ray in, report out, optionally streamed token by
+token) and a generation tab (report in, downloadable PNG out). Every call goes through the same
+bounded, batching queue as the HTTP API; a bad upload shows a message, never a traceback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no phoning home
+
+import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from unixcxr.data.images import to_uint8  # noqa: E402
+from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT, REPORT_INSTRUCTIONS  # noqa: E402
+from unixcxr.serve.batcher import QueueFull  # noqa: E402
+from unixcxr.serve.service import ModelService, UploadError, decode_upload  # noqa: E402
+
+IMAGE_HEIGHT = 400  # display size in pixels; small model outputs are scaled up
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
+# System fonts only: the default theme would make every browser fetch fonts from the internet.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "monospace"])
+NOTICE = ("Research software: the reports and images are machine-generated and must not be used for "
+          "diagnosis.")
+
+
+def _read_upload(path: str | None, service: ModelService):
+    if not path:
+        raise gr.Error("Upload a chest X-ray first (PNG, JPEG or DICOM).")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(service.limits.max_upload_bytes + 1)
+        return decode_upload(data, os.path.basename(path), service.limits)
+    except (UploadError, OSError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def build_ui(service: ModelService) -> gr.Blocks:
+    limits = service.limits
+
+    def write_report(path, instruction, max_new_tokens, stream):
+        pixels = _read_upload(path, service)
+        shown = Image.fromarray(to_uint8(pixels))
+        try:
+            if not stream:
+                yield shown, service.report(pixels, instruction, max_new_tokens).result(limits.request_timeout_s)
+                return
+            text = ""
+            for piece in service.stream_report(pixels, instruction, max_new_tokens):
+                text += piece
+                yield shown, text
+        except UploadError as err:
+            raise gr.Error(str(err)) from None
+        except QueueFull:
+            raise gr.Error("The server is busy; try again in a moment.") from None
+
+    def draw_image(report, steps, cfg_text, seed):
+        try:
+            return service.generate(report, int(steps), float(cfg_text), int(seed or 0)).result(
+                limits.request_timeout_s)
+        except UploadError as err:
+            raise gr.Error(str(err)) from None
+        except QueueFull:
+            raise gr.Error("The server is busy; try again in a moment.") from None
+
+    with gr.Blocks(title="UniX chest X-ray", analytics_enabled=False) as app:
+        gr.Markdown(f"## UniX: chest X-ray reports and images\n{NOTICE}")
+        with gr.Tab("Report from image"):
+            with gr.Row():
+                with gr.Column():
+                    upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", file_types=UPLOAD_TYPES,
+                                     type="filepath", elem_id="report-upload")
+                    instruction = gr.Dropdown(choices=list(REPORT_INSTRUCTIONS), value=DEFAULT_REPORT_PROMPT,
+                                              allow_custom_value=True, label="Instruction (pick or write one)")
+                    max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=limits.default_new_tokens, step=1,
+                                               label="Longest report (tokens)")
+                    stream = gr.Checkbox(value=True, label="Show the report as it is written")
+                    button = gr.Button("Write report", variant="primary", elem_id="report-button")
+                with gr.Column():
+                    shown = gr.Image(label="Image read", interactive=False, height=IMAGE_HEIGHT, elem_id="report-image")
+                    report = gr.Textbox(label="Report", lines=10, elem_id="report-text")
+            button.click(write_report, [upload, instruction, max_new_tokens, stream], [shown, report],
+                         api_visibility="private")
+        with gr.Tab("Image from report"):
+            with gr.Row():
+                with gr.Column():
+                    text = gr.Textbox(label="Report", lines=8, elem_id="gen-text",
+                                      placeholder="FINDINGS: Small left pleural effusion. ...")
+                    steps = gr.Slider(2, limits.max_steps, value=50, step=1, label="Sampling steps (released: 50)")
+                    cfg_text = gr.Slider(1.0, 10.0, value=2.0, step=0.1, label="Text guidance (released: 2.0)")
+                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    draw = gr.Button("Draw image", variant="primary", elem_id="gen-button")
+                with gr.Column():
+                    image = gr.Image(label="Generated X-ray", type="pil", format="png", interactive=False,
+                                     height=IMAGE_HEIGHT, buttons=["download"], elem_id="gen-image")
+            draw.click(draw_image, [text, steps, cfg_text, seed], image, api_visibility="private")
+    return app.queue(default_concurrency_limit=limits.max_batch, max_size=limits.max_queue)
