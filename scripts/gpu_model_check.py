@@ -96,7 +96,20 @@ def image_checks(model, device, out, quick):
     released = SamplerSettings()  # 50 points, text CFG 2.0, interval (0.4, 1.0]
     t_one = timed(lambda: generate_latents(model, [report], released, (grid, grid), noise=noise), device,
                   repeat=1 if quick else 3)
-    out["seconds_per_image_batch1_50steps"] = t_one
+    out["seconds_per_image_batch1_50steps_sampler_only"] = t_one
+    try:  # the VAE decode that turns latents into pixels (diffusers may be absent on a bare GPU image)
+        from unixcxr.model.vae import LatentVAE
+
+        with torch.device(device):
+            vae = LatentVAE(cfg.vae).to(model.lm_head.weight.dtype).eval()
+        lat = noise.to(model.lm_head.weight.dtype)
+        with torch.no_grad():
+            t_vae = timed(lambda: vae.decode(lat), device)
+        out["vae_decode_seconds_512"] = t_vae
+        out["seconds_per_image_batch1_50steps"] = t_one + t_vae
+        del vae
+    except ImportError as err:
+        out["vae_decode_seconds_512"] = f"skipped: {err}"
     noise4 = noise.repeat(4, 1, 1, 1)
     t_four = timed(lambda: generate_latents(model, [report] * 4, released, (grid, grid), noise=noise4), device,
                    repeat=1)
@@ -113,7 +126,8 @@ def image_checks(model, device, out, quick):
 def make_step(model, batch, params, opt, device, freeze_und):
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            losses = model(batch.sequence, images=batch.images, latents=batch.latents, freeze_und=freeze_und)
+            losses = model(batch.sequence, images=batch.images, latents=batch.latents, repa_target=batch.repa_target,
+                           freeze_und=freeze_und)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -129,7 +143,9 @@ def train_checks(model, device, out, peak, quick):
     g = torch.Generator().manual_seed(1)
     hi = min(9000, cfg.llm.vocab_size - 10)
     results = {}
-    for stage, batch_size, gen_size in (("und_sft", 8, None), ("gen_finetune", 8, cfg.gen.image_size)):
+    stages = (("und_sft", 8, None), ("gen_pretrain", 16, cfg.gen.image_size // 2),
+              ("gen_finetune", 8, cfg.gen.image_size))
+    for stage, batch_size, gen_size in stages:
         params = model.und_parameters() if stage == "und_sft" else model.gen_parameters()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -144,8 +160,10 @@ def train_checks(model, device, out, peak, quick):
             batch = make_batch(cfg, und).to(device)
         else:
             grid = gen_size // cfg.vae.downsample
+            repa = stage == "gen_pretrain" and cfg.gen.repa_dim > 0  # REPA against 16x16 encoder patches
             gen = [GenerationExample(torch.randn(cfg.vae.latent_channels, grid, grid),
-                                     torch.randint(10, hi, (120,), generator=g).tolist())
+                                     torch.randint(10, hi, (120,), generator=g).tolist(),
+                                     repa_target=torch.randn(grid * grid, cfg.gen.repa_dim) if repa else None)
                    for _ in range(batch_size)]
             batch = make_batch(cfg, generation=gen, text_dropout=0.0).to(device)
 

@@ -81,7 +81,7 @@ class LatentPositionTable(nn.Module):
     def __init__(self, hidden_size: int, grid_max: int):
         super().__init__()
         self.grid_max = grid_max
-        table = torch.from_numpy(sincos_2d(hidden_size, grid_max)).float()
+        table = torch.tensor(sincos_2d(hidden_size, grid_max), dtype=torch.float32)  # honours a device context
         self.register_buffer("pos_embed", table, persistent=True)
 
     def ids(self, height: int, width: int, device=None) -> torch.Tensor:
