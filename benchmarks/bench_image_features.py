@@ -4,7 +4,7 @@ Measures the network alone (pre-made batches) and the whole path from PNG files 
 (decode, resize, crop, normalise, forward) with `extract_features`, without the cache.
 
     python -m benchmarks.bench_image_features [--features effnet-lite0|rad-dino:PATH]
-        [--images 64] [--batch-size 32] [--device cpu] [--workers 0]
+        [--images 64] [--batch-size 32] [--device cpu] [--workers 0] [--threads N]
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     extractor = build_extractor(args.features).to(args.device)
     size = extractor.spec.image_size

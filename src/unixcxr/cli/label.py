@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from unixcxr.cli import CliError
@@ -53,6 +54,13 @@ def make_labeler(args: argparse.Namespace):
     return lambda texts: labeler.label_reports(texts, batch_size=args.batch_size, progress=True)
 
 
+def _cell(value) -> str:
+    """A CSV cell for any input value: JSON for nested JSONL values, "" for missing ones."""
+    if value is None:
+        return ""
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "label", help=__doc__.splitlines()[0], description=__doc__.splitlines()[0], epilog=EPILOG,
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     kept = [c for c in columns if c not in OBSERVATIONS]
     if len(kept) < len(columns):
         print(f"note: {args.reports} already has observation columns; they are replaced by the new labels")
-    out_rows = [{**{c: row.get(c, "") for c in kept}, **labels_to_cells(lab)} for row, lab in zip(rows, labels)]
+    out_rows = [{**{c: _cell(row.get(c)) for c in kept}, **labels_to_cells(lab)} for row, lab in zip(rows, labels)]
     write_csv(args.output, out_rows, [*kept, *OBSERVATIONS])
     positives = sum(lab[name] == 1 for lab in labels for name in OBSERVATIONS[:-1])
     print(f"labelled {len(rows)} reports ({positives} positive findings) -> {args.output}")
