@@ -26,6 +26,7 @@ from unixcxr.flow.sampler import SamplerSettings  # noqa: E402
 from unixcxr.inference.images import generate_latents  # noqa: E402
 from unixcxr.inference.report import DecodingSettings, generate_reports, generate_reports_uncached  # noqa: E402
 from unixcxr.model.config import preset  # noqa: E402
+from unixcxr.model.sequence import collate, understanding_layout  # noqa: E402
 from unixcxr.model.unix import UniX  # noqa: E402
 
 
@@ -66,11 +67,19 @@ def decode_checks(model, device, out, quick):
     S = model.config.vision.image_size
     prompt = list(range(10, 40))
     img = torch.randn(1, 3, S, S, device=device, dtype=model.lm_head.weight.dtype)
-    # correctness on the device: cached == uncached greedy tokens for a short run
+    # correctness on the device: the cached decoder's logits vs one full recomputation of the sequence
     s = DecodingSettings(max_new_tokens=16, ignore_eos=True)
-    a = generate_reports(model, img, [prompt], s)
-    b = generate_reports_uncached(model, img, [prompt], s)
-    out["decode_cached_equals_uncached_16_tokens"] = a == b
+    tokens, step_logits = generate_reports(model, img, [prompt], s, return_logits=True)
+    layout = understanding_layout(model.config.tokens, model.config.vision.num_tokens, prompt, None)
+    start = len(layout)
+    layout.text(tokens[0][:-1])
+    batch = collate([layout]).to(device)
+    with torch.no_grad():
+        h, _ = model.hidden_states(batch, model.encode_images(img))
+        full = model.text_logits(h[0, start - 1:]).float()
+    cached = torch.cat(step_logits)
+    out["decode_cached_vs_full_rel_error"] = ((cached - full).norm() / full.norm()).item()
+    out["decode_cached_equals_uncached_16_tokens"] = tokens == generate_reports_uncached(model, img, [prompt], s)
 
     def per_token(batch, n):
         imgs = img.expand(batch, -1, -1, -1)
@@ -97,6 +106,12 @@ def image_checks(model, device, out, quick):
     t_one = timed(lambda: generate_latents(model, [report], released, (grid, grid), noise=noise), device,
                   repeat=1 if quick else 3)
     out["seconds_per_image_batch1_50steps_sampler_only"] = t_one
+    t_eager = timed(lambda: generate_latents(model, [report], released, (grid, grid), noise=noise,
+                                             cuda_graphs=False), device, repeat=1)
+    out["seconds_per_image_batch1_50steps_without_cuda_graphs"] = t_eager
+    graphed = generate_latents(model, [report], released, (grid, grid), noise=noise)
+    eager = generate_latents(model, [report], released, (grid, grid), noise=noise, cuda_graphs=False)
+    out["cuda_graph_vs_eager_rel_difference"] = ((graphed - eager).norm() / eager.norm()).item()
     try:  # the VAE decode that turns latents into pixels (diffusers may be absent on a bare GPU image)
         from unixcxr.model.vae import LatentVAE
 
@@ -104,10 +119,9 @@ def image_checks(model, device, out, quick):
             vae = LatentVAE(cfg.vae).to(model.lm_head.weight.dtype).eval()
         lat = noise.to(model.lm_head.weight.dtype)
         with torch.no_grad():
-            t_vae = timed(lambda: vae.decode(lat), device)
+            t_vae = timed(lambda v=vae: v.decode(lat), device)
         out["vae_decode_seconds_512"] = t_vae
         out["seconds_per_image_batch1_50steps"] = t_one + t_vae
-        del vae
     except ImportError as err:
         out["vae_decode_seconds_512"] = f"skipped: {err}"
     noise4 = noise.repeat(4, 1, 1, 1)
@@ -172,9 +186,10 @@ def train_checks(model, device, out, peak, quick):
         step = make_step(model, batch, params, opt, device, freeze_und=stage != "und_sft")
         t = timed(step, device, repeat=2 if quick else 5, warmup=2)
         tokens = batch.num_tokens
-        flops = model.flops_per_token(batch.sequence.shape[1]) * tokens
+        flops = model.step_flops(batch.sequence, freeze_und=stage != "und_sft")
         results[stage] = {
             "tokens_per_step": tokens, "tokens_per_second": tokens / t, "mfu_vs_measured_peak": flops / t / peak,
+            "step_seconds": t,
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
         }
         del opt, step

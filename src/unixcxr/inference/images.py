@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler_sample
-from unixcxr.model.mot import FULL_ATTENTION, KVCache
+from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
 from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate
 from unixcxr.model.unix import UniX, unpatchify
 
@@ -64,35 +64,76 @@ def encode_prompts(model: UniX, reports: list[list[int]], num_latent_tokens: int
     return PromptCache(kv, batch.segment >= 0, next_position, tuple(branches), len(reports))
 
 
+class VelocityStep:
+    """One sampler step for a fixed set of branches, prepared once: marker embeddings, routing,
+    positions and mask never change between steps, so a call does device work only (no host
+    synchronisation), which also lets it be captured in a CUDA graph."""
+
+    def __init__(self, model: UniX, cache: PromptCache, batch: int, grid: tuple[int, int],
+                 branches: tuple[str, ...]):
+        self.model, self.cache, self.grid, self.branches = model, cache, grid, branches
+        k, n = len(branches), grid[0] * grid[1] + 2  # [soi] latents [eoi]
+        R = batch * k
+        device = model.embed_tokens.weight.device
+        s = model.config.tokens
+        self.rows = cache.rows(branches)
+        self.markers = model.embed_tokens(torch.tensor([s.start_of_image, s.end_of_image], device=device))
+        kind = torch.full((R, n), LATENT, device=device)
+        kind[:, 0] = kind[:, -1] = TEXT
+        self.routing = Routing.from_mask(kind == LATENT)
+        self.positions = cache.next_position[self.rows][:, None].expand(-1, n)
+        prefix_valid = cache.key_valid[self.rows]
+        if prefix_valid.all():
+            self.mask = FULL_ATTENTION  # no padding: the block sees every prefix key and itself
+        else:  # every query of the block sees the same keys: one key-padding row, broadcast over queries
+            self.mask = torch.cat([prefix_valid, prefix_valid.new_ones(R, n)], dim=1)[:, None, None, :]
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # x_t: [B, C, h, w]; t: [1] -> velocities of every branch, stacked: [k * B, C, h, w]
+        model, k = self.model, len(self.branches)
+        R = x_t.shape[0] * k
+        latents = model.latent_tokens(x_t.repeat(k, 1, 1, 1), t.expand(R))  # [R, n - 2, H]
+        soi, eoi = self.markers[0].expand(R, 1, -1), self.markers[1].expand(R, 1, -1)
+        h = torch.cat([soi, latents.to(soi.dtype), eoi], dim=1)
+        self.cache.kv.rows = self.rows
+        try:
+            out, _ = model.run_layers(h, self.routing, self.positions, self.mask, self.cache.kv)
+        finally:
+            self.cache.kv.rows = slice(None)
+        return unpatchify(model.velocity(out[:, 1:-1]), *self.grid).float()
+
+
+class GraphedStep:
+    """A VelocityStep replayed from a CUDA graph: one launch per step instead of ~2,000 (the
+    released-size model at batch 1 is launch-bound, not FLOP-bound)."""
+
+    def __init__(self, step: VelocityStep, x_t: torch.Tensor):
+        self.x = x_t.clone()
+        self.t = torch.zeros(1, device=x_t.device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up outside the graph (allocator, kernels); writes only scratch
+                step(self.x, self.t)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = step(self.x, self.t)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.x.copy_(x_t)
+        self.t.copy_(t)
+        self.graph.replay()
+        return self.out
+
+
 @torch.no_grad()
 def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: float,
                      branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """x_t: [B, C, h, w] -> one velocity [B, C, h, w] per branch, all branches in one forward."""
-    B, _, hh, ww = x_t.shape
-    k = len(branches)
-    rows = cache.rows(branches)
-    s = model.config.tokens
-    device = x_t.device
-    tt = torch.full((B * k,), t, device=device)
-    latents = model.latent_tokens(x_t.repeat(k, 1, 1, 1), tt)  # [kB, n, H]
-    markers = model.embed_tokens(torch.tensor([s.start_of_image, s.end_of_image], device=device))
-    h = torch.cat([markers[0].expand(B * k, 1, -1), latents.to(markers.dtype), markers[1].expand(B * k, 1, -1)], 1)
-    n = h.shape[1]
-    kind = torch.full((B * k, n), LATENT, device=device)
-    kind[:, 0] = kind[:, -1] = TEXT
-    positions = cache.next_position[rows][:, None].expand(-1, n)
-    prefix_valid = cache.key_valid[rows]
-    if prefix_valid.all():
-        mask = FULL_ATTENTION  # no padding: the block sees every prefix key and itself
-    else:  # every query of the block sees the same keys: one key-padding row, broadcast over queries
-        mask = torch.cat([prefix_valid, prefix_valid.new_ones(B * k, n)], dim=1)[:, None, None, :]
-    cache.kv.rows = rows
-    try:
-        out, _ = model.run_layers(h, kind == LATENT, positions, mask, cache.kv)
-    finally:
-        cache.kv.rows = slice(None)
-    v = unpatchify(model.velocity(out[:, 1:-1]), hh, ww).float()
-    return dict(zip(branches, v.chunk(k)))
+    step = VelocityStep(model, cache, x_t.shape[0], tuple(x_t.shape[-2:]), branches)
+    v = step(x_t, torch.tensor([t], device=x_t.device))
+    return dict(zip(branches, v.chunk(len(branches))))
 
 
 def branches_for(settings: SamplerSettings, has_image: bool) -> tuple[str, ...]:
@@ -108,8 +149,9 @@ def branches_for(settings: SamplerSettings, has_image: bool) -> tuple[str, ...]:
 @torch.no_grad()
 def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSettings, grid: tuple[int, int],
                      images: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                     noise: torch.Tensor | None = None, progress=None) -> torch.Tensor:
-    """Token ids of B reports -> normalised latents [B, C, h, w] (decode them with the VAE)."""
+                     noise: torch.Tensor | None = None, progress=None, cuda_graphs: bool = True) -> torch.Tensor:
+    """Token ids of B reports -> normalised latents [B, C, h, w] (decode them with the VAE).
+    On a GPU each branch set's step is captured once in a CUDA graph and replayed."""
     h, w = grid
     C = model.config.vae.latent_channels
     device = model.embed_tokens.weight.device
@@ -117,7 +159,14 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
         noise = torch.randn((len(reports), C, h, w), generator=generator).to(device)
     cache = encode_prompts(model, reports, h * w, images, branches_for(settings, images is not None))
 
+    use_graphs = cuda_graphs and noise.device.type == "cuda"
+    steps: dict[tuple[str, ...], VelocityStep | GraphedStep] = {}
+
     def velocity_fn(x, t, branches):
-        return predict_velocity(model, cache, x, t, branches)
+        if branches not in steps:
+            step = VelocityStep(model, cache, x.shape[0], grid, branches)
+            steps[branches] = GraphedStep(step, x) if use_graphs else step
+        v = steps[branches](x, torch.tensor([t], device=x.device))
+        return dict(zip(branches, v.chunk(len(branches))))
 
     return euler_sample(velocity_fn, noise, settings, has_image=images is not None, progress=progress)

@@ -18,6 +18,15 @@ from unixcxr.model.embedders import apply_rotary
 FULL_ATTENTION = "full"  # mask value: every query sees every key (no mask tensor needed)
 
 
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm computed in float32 whatever the activation dtype (as LLaMA does): under bf16
+    autocast the fp32 weight would otherwise push torch off its fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        return F.rms_norm(x.float(), self.normalized_shape, weight, self.eps).to(x.dtype)
+
+
 DECODE_QUERY_LIMIT = 4  # up to this many queries over a longer cache, plain matmul attention is faster
 
 
@@ -54,14 +63,14 @@ class Expert(nn.Module):
         super().__init__()
         H, d = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
-        self.attn_norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.attn_norm = RMSNorm(H, eps=cfg.rms_norm_eps)
         self.q_proj = nn.Linear(H, cfg.num_heads * d, bias=cfg.qkv_bias)
         self.k_proj = nn.Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
-        self.q_norm = nn.RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
         self.o_proj = nn.Linear(cfg.num_heads * d, H, bias=False)
-        self.mlp_norm = nn.RMSNorm(H, eps=cfg.rms_norm_eps)
+        self.mlp_norm = RMSNorm(H, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(H, cfg.intermediate_size)
 
     def qkv(self, x: torch.Tensor) -> torch.Tensor:

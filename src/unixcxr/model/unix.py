@@ -19,7 +19,7 @@ from unixcxr.model.embedders import (
     RotaryEmbedding,
     TimestepEmbedder,
 )
-from unixcxr.model.mot import KVCache, MoTLayer, Routing
+from unixcxr.model.mot import KVCache, MoTLayer, RMSNorm, Routing
 from unixcxr.model.sequence import IGNORE, LATENT, VIT, SequenceBatch
 from unixcxr.model.vision import VisionEncoder
 
@@ -53,8 +53,8 @@ class UniX(nn.Module):
         self.embed_tokens = nn.Embedding(llm.vocab_size, H)
         self.rope = RotaryEmbedding(llm.head_dim, llm.rope_theta)
         self.layers = nn.ModuleList(MoTLayer(llm) for _ in range(llm.num_layers))
-        self.und_norm = nn.RMSNorm(H, eps=llm.rms_norm_eps)
-        self.gen_norm = nn.RMSNorm(H, eps=llm.rms_norm_eps)
+        self.und_norm = RMSNorm(H, eps=llm.rms_norm_eps)
+        self.gen_norm = RMSNorm(H, eps=llm.rms_norm_eps)
         self.lm_head = nn.Linear(H, llm.vocab_size, bias=False)
         # generation adapters
         C = cfg.vae.latent_channels
@@ -139,8 +139,8 @@ class UniX(nn.Module):
     def run_layers(self, h, is_gen, positions, mask, cache: KVCache | None = None, freeze_und=False,
                    capture_layer: int | None = None):
         """h: [B, L, H] through every MoT layer. Returns the last hidden state and, if asked, the
-        one after `capture_layer` layers (REPA)."""
-        routing = Routing.from_mask(is_gen)
+        one after `capture_layer` layers (REPA). is_gen: [B, L] bool, or a prepared Routing."""
+        routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen)
         rope = self.rope(positions, h.dtype)
         captured = None
         for i, layer in enumerate(self.layers):
@@ -225,10 +225,33 @@ class UniX(nn.Module):
         return KVCache(llm.num_layers, batch, llm.num_kv_heads, max_len, llm.head_dim, p.dtype, p.device)
 
     def flops_per_token(self, context: int) -> float:
-        """Forward+backward FLOPs per token (6N + attention), for MFU: one expert's layers, embeddings
-        excluded, lm_head included (nanoGPT's estimate adapted to MoT: each token uses one expert)."""
+        """Forward+backward FLOPs per token (6N + attention), nanoGPT's estimate adapted to MoT: each
+        token uses one expert; lm_head included, embeddings excluded. See `step_flops` for a count
+        that follows what a training step really computes."""
         llm = self.config.llm
-        per_expert = sum(p.numel() for p in self.layers[0].und.parameters()) * llm.num_layers
-        n = per_expert + self.lm_head.weight.numel()
-        attention = 12 * llm.num_layers * llm.num_heads * llm.head_dim * context
-        return 6 * n + attention
+        n = self._expert_parameters() + self.lm_head.weight.numel()
+        return 6 * n + 12 * llm.num_layers * llm.num_heads * llm.head_dim * context
+
+    def _expert_parameters(self) -> int:
+        return sum(p.numel() for p in self.layers[0].und.parameters()) * self.config.llm.num_layers
+
+    def step_flops(self, batch: SequenceBatch, freeze_und: bool) -> float:
+        """Model FLOPs of one training step on `batch` (for MFU): 2 per parameter per token forward,
+        4 more backward where gradients flow. With freeze_und the und tokens and the ViT run forward
+        only and lm_head is not computed; attention counts each query against its row's context."""
+        llm, vis = self.config.llm, self.config.vision
+        valid = batch.segment >= 0
+        n_gen = int((batch.kind == LATENT).sum())
+        n_und = int(valid.sum()) - n_gen
+        n_labels = int((batch.labels != IGNORE).sum())
+        n_images = int((batch.kind == VIT).sum()) // vis.num_tokens
+        und_mult = 2 if freeze_und else 6
+        expert = self._expert_parameters()
+        vit = sum(p.numel() for p in self.vit.parameters()) + sum(p.numel() for p in self.connector.parameters())
+        flops = expert * (und_mult * n_und + 6 * n_gen)
+        flops += 6 * self.lm_head.weight.numel() * n_labels
+        flops += und_mult * vit * n_images * vis.num_tokens
+        row_len = valid.sum(dim=1).float()
+        attn_pairs = float((row_len ** 2).sum())  # every query against its row (masks ignored, as nanoGPT)
+        flops += 6 * 2 * llm.num_layers * llm.num_heads * llm.head_dim * attn_pairs
+        return float(flops)
