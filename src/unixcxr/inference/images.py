@@ -4,6 +4,7 @@ and their keys/values cached; each sampler step then runs only the latent block
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -127,6 +128,14 @@ class GraphedStep:
         return self.out
 
 
+def _graphed_or_eager(step: VelocityStep, x: torch.Tensor):
+    try:
+        return GraphedStep(step, x)
+    except RuntimeError as err:  # capture unsupported here: same numbers, only slower
+        warnings.warn(f"CUDA graph capture failed ({err}); sampling without graphs", stacklevel=3)
+        return step
+
+
 @torch.no_grad()
 def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: float,
                      branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -165,7 +174,7 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
     def velocity_fn(x, t, branches):
         if branches not in steps:
             step = VelocityStep(model, cache, x.shape[0], grid, branches)
-            steps[branches] = GraphedStep(step, x) if use_graphs else step
+            steps[branches] = _graphed_or_eager(step, x) if use_graphs else step
         v = steps[branches](x, torch.tensor([t], device=x.device))
         return dict(zip(branches, v.chunk(len(branches))))
 
