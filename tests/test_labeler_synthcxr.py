@@ -21,8 +21,8 @@ def test_labels_agree_with_synthcxr_ground_truth_on_clean_and_raw_reports():
     agree = total = 0
     for index in range(STUDIES):
         study = synthcxr.describe_study(index, seed=HELD_OUT_SEED)
-        raw = raw_report(study.report, rng_for(HELD_OUT_SEED, RAW_NOISE, index))
-        for text in (study.text, raw):
+        raw = raw_report(study.document, rng_for(HELD_OUT_SEED, RAW_NOISE, index))
+        for text in (study.report, raw):
             got = label_report(text)
             agree += sum(got[name] == study.labels.get(name) for name in OBSERVATIONS)
             total += len(OBSERVATIONS)
