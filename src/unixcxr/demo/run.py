@@ -1,0 +1,156 @@
+"""`unixcxr demo`: the real pipeline on the embedded default, nothing special-cased. SynthCXR ->
+tokenizer -> VAE -> the three UniX stages (the CPU recipe, its steps scaled to the time budget) ->
+`evaluate` of the trained and of the untrained model -> report.html. Every phase is resumable:
+rerunning the same command continues where it stopped."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import unixcxr
+
+DEFAULT_RECIPE = "small.yaml"
+NOMINAL_TRAIN_MINUTES = 15.0  # what configs/small.yaml takes on 2 CPU cores
+FIXED_MINUTES = 5.0  # synthesis + evaluation + report, roughly, at the default sizes
+MIN_STEP_FACTOR = 0.02
+
+
+@dataclass
+class DemoPlan:
+    out: Path
+    budget_minutes: float = 20.0
+    studies: int = 2500
+    size: int = 128
+    eval_limit: int = 100
+    eval_steps: int = 25
+    workers: int = 2
+    seed: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.out / "run"
+
+    @property
+    def untrained(self) -> Path:
+        return self.out / "untrained"
+
+    @property
+    def step_factor(self) -> float:
+        return max(MIN_STEP_FACTOR, min(1.0, (self.budget_minutes - FIXED_MINUTES) / NOMINAL_TRAIN_MINUTES))
+
+
+def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
+    """Sizes that fit the budget: the full demo at 20 minutes, a shrunken but complete one below."""
+    scale = min(1.0, budget_minutes / 20.0)
+    plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
+                    eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(25 * scale)))
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(plan, key, value)
+    return plan
+
+
+def recipe_path(name: str = DEFAULT_RECIPE) -> Path:
+    """The recipes live in the repository's configs/ folder (one source of truth for all tools)."""
+    path = Path(unixcxr.__file__).resolve().parents[2] / "configs" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: recipe not found; run the demo from a clone of the repository "
+                                "(pip install -e .), which holds configs/")
+    return path
+
+
+def scaled_recipe(plan: DemoPlan) -> Path:
+    """configs/small.yaml with every stage's steps (and warm-up) scaled to the budget."""
+    from unixcxr.train.recipe import MODEL_STAGES, Recipe
+
+    recipe = Recipe.load(recipe_path())
+    f = plan.step_factor
+    for name in ("vae", *MODEL_STAGES):
+        stage = recipe.stage(name)
+        if stage is None:
+            continue
+        stage.steps = max(2, round(stage.steps * f))
+        if getattr(stage, "warmup", None):
+            stage.warmup = min(stage.warmup, stage.steps // 4)
+    recipe.seed = plan.seed
+    path = plan.out / "recipe.yaml"
+    if not path.is_file():  # a resumed demo keeps its recipe
+        recipe.save(path)
+    return path
+
+
+def _phase(plan: DemoPlan, name: str, fn):
+    print(f"\n=== demo: {name} ===", flush=True)
+    start = time.perf_counter()
+    result = fn()
+    plan.timings[name] = round(time.perf_counter() - start, 1)
+    print(f"=== demo: {name} done in {plan.timings[name]:.0f} s ===", flush=True)
+    return result
+
+
+def synthesize(plan: DemoPlan) -> None:
+    from unixcxr.data.synthcxr import generate_dataset
+
+    marker = plan.data / ".complete"
+    if marker.is_file():
+        print(f"{plan.data}: already generated")
+        return
+    generate_dataset(plan.data, plan.studies, size=plan.size, seed=plan.seed, workers=plan.workers,
+                     overwrite=True)
+    marker.write_text(json.dumps({"studies": plan.studies, "size": plan.size, "seed": plan.seed}))
+
+
+def train_model(plan: DemoPlan) -> dict:
+    from unixcxr.train.pipeline import train
+
+    recipe = scaled_recipe(plan)
+    return train(recipe, plan.data, plan.run, resume=plan.run.exists())
+
+
+def write_untrained(plan: DemoPlan) -> Path:
+    """The same network, tokenizer and VAE with the decoder untrained: what training bought."""
+    import torch
+
+    from unixcxr.model.io import load_model_folder, save_model_folder
+    from unixcxr.model.unix import UniX
+
+    if (plan.untrained / "model.safetensors").is_file():
+        return plan.untrained
+    trained, vae, tokenizer = load_model_folder(plan.run)
+    torch.manual_seed(plan.seed)
+    return save_model_folder(plan.untrained, UniX(trained.config), vae, tokenizer)
+
+
+def evaluate(plan: DemoPlan, model: Path, out: Path, baselines: bool) -> dict:
+    from unixcxr.evaluate.benchmark import BenchmarkSettings, run_benchmark
+    from unixcxr.pipeline import UniXPipeline
+
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    pipe = UniXPipeline.from_pretrained(model)
+    settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=160,
+                                 baselines=baselines, batch_size=8)
+    return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
+
+
+def run_demo(plan: DemoPlan) -> Path:
+    from unixcxr.demo.report import write_report
+
+    plan.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    _phase(plan, "synthesize SynthCXR", lambda: synthesize(plan))
+    _phase(plan, "train (tokenizer, VAE, und_sft, gen_pretrain, gen_finetune)", lambda: train_model(plan))
+    _phase(plan, "untrained twin", lambda: write_untrained(plan))
+    trained = _phase(plan, "evaluate trained model", lambda: evaluate(plan, plan.run, plan.out / "eval", True))
+    untrained = _phase(plan, "evaluate untrained model",
+                       lambda: evaluate(plan, plan.untrained, plan.out / "eval-untrained", False))
+    plan.timings["total"] = round(time.perf_counter() - start, 1)
+    return write_report(plan, trained, untrained)
