@@ -372,3 +372,9 @@ def test_convert_official_writes_our_folder_with_identical_outputs(release, load
     z = torch.randn(1, VAE["z_channels"], 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(vae.decode(z), loaded[1].decode(z))
+
+
+def test_convert_official_refuses_a_folder_that_is_not_a_release(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"llm": {}}')
+    assert main(["convert-official", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "no Janus-style config.json" in capsys.readouterr().err

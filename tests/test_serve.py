@@ -14,12 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
 from test_data_images import write_dicom
 from unixcxr.pipeline import UniXPipeline
-from unixcxr.serve.app import build_app
+from unixcxr.serve.app import BackgroundServer, build_app
 from unixcxr.serve.batcher import Batcher, QueueFull
 from unixcxr.serve.demo_model import write_demo_model_folder
 from unixcxr.serve.service import ServeLimits
@@ -34,28 +33,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LoopbackServer:
-    """uvicorn in a thread on 127.0.0.1 and a free port."""
-
-    def __init__(self, app):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     return UniXPipeline.from_pretrained(write_demo_model_folder(tmp_path_factory.mktemp("m") / "model"))
@@ -63,7 +40,7 @@ def pipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(pipe):
-    with LoopbackServer(build_app(pipe, LIMITS)) as s:
+    with BackgroundServer(build_app(pipe, LIMITS)) as s:
         yield s
 
 
@@ -207,7 +184,14 @@ def test_load_of_hundreds_of_requests_at_concurrency_8_loses_none(pipe):
                              data={"max_new_tokens": str(TOKENS)})
         return answer.status_code == 200 and answer.json()["report"] == expected_reports[i % 3]
 
-    with LoopbackServer(build_app(pipe, limits)) as server, httpx.Client(base_url=server.url, timeout=120) as client:
+    with BackgroundServer(build_app(pipe, limits)) as server, httpx.Client(base_url=server.url, timeout=120) as client:
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda i: one(i, client), range(300)))
     assert len(results) == 300 and all(results)
+
+
+def test_serve_command_needs_a_model_or_the_demo(capsys):
+    from unixcxr.cli import main
+
+    assert main(["serve"]) == 2
+    assert "give --model FOLDER" in capsys.readouterr().err

@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max-batch", type=int, default=d.max_batch,
                         help=f"requests run together in one model call (default {d.max_batch})")
+    parser.add_argument("--image-batch", type=int, default=d.image_batch,
+                        help=f"images sampled together (default {d.image_batch})")
     parser.add_argument("--max-queue", type=int, default=d.max_queue,
                         help=f"requests allowed to wait (default {d.max_queue})")
     parser.add_argument("--max-upload-mb", type=int, default=d.max_upload_bytes // MIB,
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise CliError(f"the web app needs gradio ({err}); install it with: pip install 'unixcxr[serve]'") from err
     limits = dataclasses.replace(ServeLimits(), max_batch=args.max_batch, max_queue=args.max_queue,
+                                 image_batch=args.image_batch,
                                  max_upload_bytes=args.max_upload_mb * MIB)
     with tempfile.TemporaryDirectory(prefix="unixcxr-demo-") as tmp:
         if args.demo:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 from contextlib import asynccontextmanager
 
@@ -58,3 +60,35 @@ def serve(pipe: UniXPipeline, host: str, port: int, limits: ServeLimits = DEFAUL
     log.info("serving %s on http://%s:%d (web app at /, API at /api, docs at /api/docs)", pipe.config.name,
              host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+
+
+class BackgroundServer:
+    """uvicorn in a thread on 127.0.0.1 (a free port unless given), as a context manager: for
+    notebooks, tests and benchmarks that need the real HTTP server in-process."""
+
+    STARTUP_S = 60.0
+
+    def __init__(self, app: FastAPI, port: int | None = None):
+        import uvicorn
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name="unixcxr-http", daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + self.STARTUP_S
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {self.url} did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
