@@ -26,8 +26,10 @@ class SamplerSettings:
     def branches(self, t: float, has_image: bool) -> tuple[str, ...]:
         """The predictions needed at time t: never a pass whose scale is 1 (it would change nothing)."""
         lo, hi = self.cfg_interval
-        if not lo < t <= hi:
-            return (COND,)
+        return self.guided_branches(has_image) if lo < t <= hi else (COND,)
+
+    def guided_branches(self, has_image: bool) -> tuple[str, ...]:
+        """The predictions needed inside the guidance interval (every branch a run may ask for)."""
         out = [COND]
         if self.cfg_text != 1.0:
             out.append(NO_TEXT)

@@ -145,16 +145,6 @@ def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: floa
     return dict(zip(branches, v.chunk(len(branches))))
 
 
-def branches_for(settings: SamplerSettings, has_image: bool) -> tuple[str, ...]:
-    """Every branch any step of this sampler will ask for (the prefixes to cache)."""
-    out = [COND]
-    if settings.cfg_text != 1.0:
-        out.append(NO_TEXT)
-    if has_image and settings.cfg_img != 1.0:
-        out.append(NO_IMAGE)
-    return tuple(out)
-
-
 @torch.no_grad()
 def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSettings, grid: tuple[int, int],
                      images: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -166,7 +156,7 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
     device = model.embed_tokens.weight.device
     if noise is None:
         noise = torch.randn((len(reports), C, h, w), generator=generator).to(device)
-    cache = encode_prompts(model, reports, h * w, images, branches_for(settings, images is not None))
+    cache = encode_prompts(model, reports, h * w, images, settings.guided_branches(images is not None))
 
     use_graphs = cuda_graphs and noise.device.type == "cuda"
     steps: dict[tuple[str, ...], VelocityStep | GraphedStep] = {}
