@@ -21,6 +21,9 @@ UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 # System fonts only: the default theme would make every browser fetch fonts from the internet.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
+# Gradio keeps uploads and outputs in its cache folder; they are patient data, so they are deleted
+# within the hour: (check every N seconds, delete files older than N seconds).
+CACHE_LIFETIME_S = (1800, 1800)
 NOTICE = ("Research software: the reports and images are machine-generated and must not be used for "
           "diagnosis.")
 
@@ -64,7 +67,7 @@ def build_ui(service: ModelService) -> gr.Blocks:
         except QueueFull:
             raise gr.Error("The server is busy; try again in a moment.") from None
 
-    with gr.Blocks(title="UniX chest X-ray", analytics_enabled=False) as app:
+    with gr.Blocks(title="UniX chest X-ray", analytics_enabled=False, delete_cache=CACHE_LIFETIME_S) as app:
         gr.Markdown(f"## UniX: chest X-ray reports and images\n{NOTICE}")
         with gr.Tab("Report from image"):
             with gr.Row():
