@@ -132,6 +132,7 @@ def test_a_folder_without_tokenizer_or_vae_says_what_is_missing(folder, tmp_path
 
 
 # --- the commands ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_report_command_writes_jsonl_and_resumes(pipe, folder, radiograph, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
