@@ -40,6 +40,7 @@ class VisionConfig:
     num_heads: int = 16
     mlp_dim: int = 4096
     act_layer: str = "gelu_tanh"
+    connector_act: str = "gelu_tanh"  # the release's connector_act is gelu_pytorch_tanh; "gelu" = exact
     # Preprocessing of the released model: letterbox, resize, one mean/std for all 3 channels.
     norm_mean: float = 0.555895
     norm_std: float = 0.336385

@@ -99,9 +99,14 @@ class LatentPositionTable(nn.Module):
 class Connector(nn.Module):
     """ViT features -> decoder width: Linear, GELU, Linear (released keys layers.0 / layers.2)."""
 
-    def __init__(self, in_dim: int, hidden_size: int):
+    ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> nn.GELU(approximate=...)
+
+    def __init__(self, in_dim: int, hidden_size: int, act: str = "gelu_tanh"):
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        if act not in self.ACTIVATIONS:
+            raise ValueError(f"connector activation {act!r} is not one of {sorted(self.ACTIVATIONS)}")
+        gelu = nn.GELU(approximate=self.ACTIVATIONS[act])
+        self.layers = nn.Sequential(nn.Linear(in_dim, hidden_size), gelu, nn.Linear(hidden_size, hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

@@ -48,7 +48,7 @@ class UniX(nn.Module):
         llm, H = cfg.llm, cfg.llm.hidden_size
         # understanding: image reader
         self.vit = VisionEncoder(cfg.vision)
-        self.connector = Connector(cfg.vision.width, H)
+        self.connector = Connector(cfg.vision.width, H, cfg.vision.connector_act)
         # shared decoder: embeddings and RoPE shared, two experts per layer
         self.embed_tokens = nn.Embedding(llm.vocab_size, H)
         self.rope = RotaryEmbedding(llm.head_dim, llm.rope_theta)
