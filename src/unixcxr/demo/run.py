@@ -26,6 +26,7 @@ class DemoPlan:
     size: int = 128
     eval_limit: int = 100
     eval_steps: int = 25
+    max_new_tokens: int = 160  # SynthCXR reports are ~60-120 tokens
     workers: int = 2
     seed: int = 0
     timings: dict = field(default_factory=dict)
@@ -51,7 +52,8 @@ def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
     """Sizes that fit the budget: the full demo at 20 minutes, a shrunken but complete one below."""
     scale = min(1.0, budget_minutes / 20.0)
     plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
-                    eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(25 * scale)))
+                    eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(25 * scale)),
+                    max_new_tokens=max(48, int(160 * scale)))
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
@@ -80,6 +82,11 @@ def scaled_recipe(plan: DemoPlan) -> Path:
         stage.steps = max(2, round(stage.steps * f))
         if getattr(stage, "warmup", None):
             stage.warmup = min(stage.warmup, stage.steps // 4)
+    if f < 1.0:  # a short demo also validates less: the watching must not cost more than the training
+        rt = recipe.runtime
+        rt.val_samples, rt.val_reports = max(8, round(rt.val_samples * f)), max(4, round(rt.val_reports * f))
+        rt.val_images, rt.sample_points = max(2, round(rt.val_images * f)), max(4, round(rt.sample_points * f))
+        rt.val_every = 0  # only at the end of each stage
     recipe.seed = plan.seed
     path = plan.out / "recipe.yaml"
     if not path.is_file():  # a resumed demo keeps its recipe
@@ -136,7 +143,7 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, baselines: bool) -> dict:
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     pipe = UniXPipeline.from_pretrained(model)
-    settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=160,
+    settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
                                  baselines=baselines, batch_size=8)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
