@@ -177,3 +177,13 @@ def test_a_stage_step_changes_its_own_parameters_and_no_others(tmp_path, stage):
         changed = not torch.equal(before[name], p)
         expected = (not is_gen_parameter(name)) if stage == "und_sft" else is_gen_parameter(name)
         assert changed == expected, name
+
+
+def test_a_learning_rate_scale_slows_only_the_parameters_it_names(tmp_path):
+    problem = Regression()
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    before = [p.detach().clone() for p in model.parameters()]
+    _trainer(tmp_path, model, problem, lr_scales=(("0.", 0.0),)).fit(problem.stream(0, 6, 2))
+    after = list(model.parameters())
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])  # "0." frozen by a zero scale
+    assert not torch.equal(before[2], after[2])

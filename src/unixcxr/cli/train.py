@@ -1,4 +1,4 @@
-"""Train UniX from a recipe: tokenizer, VAE, understanding SFT, generation pre-training and fine-tuning."""
+"""Train UniX from a recipe: tokenizer, VAE, ViT warm-up, report SFT, generation pre-training and fine-tuning."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 
 from unixcxr.cli import CliError
 
-STAGES_HELP = "tokenizer, vae, und_sft, gen_pretrain, gen_finetune"
+STAGES_HELP = "tokenizer, vae, vision, und_sft, gen_pretrain, gen_finetune"
 
 DESCRIPTION = """\
 Run the stages of a training recipe in order, in one run folder; each stage is resumable.
 
   stage 0   tokenizer      byte-level BPE over the training reports (written into the config)
             vae            KL autoencoder; then frozen, latent scale/shift fitted on training images
+            vision         (from scratch) the ViT learns a pretrained image network's patch features,
+                           standing in for the paper's pretrained SigLIP
   stage 1   und_sft        ViT + connector + und expert on reports (cross-entropy)
   stage 2   gen_pretrain   gen expert (initialised from und) with flow matching + REPA, low resolution
   stage 3   gen_finetune   gen expert at higher resolution, flow matching only
@@ -68,5 +70,6 @@ def run(args: argparse.Namespace) -> int:
                                                             "val_micro_f1", "val_micro_f1_baseline", "vocab_size")}
         print(f"{name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                       for k, v in shown.items()))
-    print(f"model folder: {args.out / 'model'}")
+    if (args.out / "model" / "config.json").is_file():
+        print(f"model folder: {args.out / 'model'} (load it with any unixcxr command)")
     return 0

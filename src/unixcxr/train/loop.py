@@ -62,6 +62,7 @@ class LoopSettings:
     val_every: int = 0  # 0 = validate only at the end
     checkpoint_every: int = 0  # 0 = only at the end
     keep_checkpoints: int = 2
+    lr_scales: tuple[tuple[str, float], ...] = ()  # (name prefix, factor): e.g. a slower pretrained ViT
     progress: bool = True
     description: str = "train"
 
@@ -87,11 +88,14 @@ class Trainer:
 
     def __post_init__(self):
         s = self.settings
-        params = list(self.params.values())
-        if not params:
+        if not self.params:
             raise ValueError("nothing to train: no parameter requires a gradient in this stage")
-        self.optimizer = torch.optim.AdamW(params, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay,
-                                           foreach=True)
+        groups: dict[float, list] = {}
+        for name, p in self.params.items():
+            scale = next((f for prefix, f in s.lr_scales if name.startswith(prefix)), 1.0)
+            groups.setdefault(scale, []).append(p)
+        self.optimizer = torch.optim.AdamW([{"params": ps, "scale": f} for f, ps in groups.items()], lr=s.lr,
+                                           betas=s.betas, eps=s.eps, weight_decay=s.weight_decay, foreach=True)
         self.ema = EMA(self.params, s.ema, s.ema_warmup) if s.ema > 0 else None
         self.state = TrainingState(self.params, self.optimizer, self.ema)
         self.log = self.log or MetricsLog(self.folder / "metrics.jsonl", self.env)
@@ -129,7 +133,7 @@ class Trainer:
         """Forward/backward every micro-batch (gradients averaged over them and over ranks), clip,
         AdamW, EMA. Returns the step's summed loss parts and counts (tensors, not yet synced)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step) * group["scale"]
         totals: dict[str, torch.Tensor] = {}
         losses = []
         for i, micro in enumerate(micros):

@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import asdict
 
 import torch
+from safetensors.torch import load_file
 
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.io import load_model_folder, resolve_model_folder, save_model_folder
@@ -44,7 +45,10 @@ def start_model(ctx: RunContext, name: str, config: UniXConfig) -> UniX:
         source = resolve_model_folder(ctx.recipe.init)
     else:
         torch.manual_seed(ctx.recipe.seed)
-        return UniX(config)
+        model = UniX(config)
+        if ctx.run.vision_weights.is_file():  # stage 0c's ViT
+            model.vit.load_state_dict(load_file(ctx.run.vision_weights))
+        return model
     model, _, _ = load_model_folder(source, with_vae=False)
     differing = model.config.diff(config)
     if differing:
@@ -60,7 +64,7 @@ def loop_settings(ctx: RunContext, name: str, accumulation: int) -> LoopSettings
         eps=opt.eps, weight_decay=opt.weight_decay, clip_grad=opt.clip_grad, ema=stage.ema,
         ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
         checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=ctx.progress,
-        description=name,
+        description=name, lr_scales=(("vit.", stage.vit_lr_scale),),
     )
 
 

@@ -4,6 +4,7 @@
       recipe.yaml                  the recipe this run follows (a resumed run must match it)
       tokenizer.json               stage 0a
       vae/vae.safetensors          stage 0b, with vae/latent_stats.json (scale = 1/std, shift = -mean)
+      vision/vit.safetensors       stage 0c, the ViT's starting weights (from-scratch runs)
       stages/<name>/               checkpoints/, metrics.jsonl, loss.png, samples/, done.json
       model/                       the exported model folder (EMA weights) after each model stage
       cache/                       films and VAE latents per resolution
@@ -57,6 +58,10 @@ class RunFolder:
     @property
     def latent_stats(self) -> Path:
         return self.root / "vae" / LATENT_STATS
+
+    @property
+    def vision_weights(self) -> Path:
+        return self.root / "vision" / "vit.safetensors"
 
     @property
     def model(self) -> Path:
@@ -200,8 +205,10 @@ def run_tokenizer_stage(ctx: RunContext, name: str = "tokenizer", resume: bool =
 def _runners():
     from unixcxr.train.model_stage import run_model_stage
     from unixcxr.train.vae import run_vae_stage
+    from unixcxr.train.vision import run_vision_stage
 
-    return {"tokenizer": run_tokenizer_stage, "vae": run_vae_stage, "und_sft": run_model_stage,
+    return {"tokenizer": run_tokenizer_stage, "vae": run_vae_stage, "vision": run_vision_stage,
+            "und_sft": run_model_stage,
             "gen_pretrain": run_model_stage, "gen_finetune": run_model_stage}
 
 

