@@ -71,13 +71,13 @@ def recipe_path(name: str = DEFAULT_RECIPE) -> Path:
 
 def scaled_recipe(plan: DemoPlan) -> Path:
     """configs/small.yaml with every stage's steps (and warm-up) scaled to the budget."""
-    from unixcxr.train.recipe import MODEL_STAGES, Recipe
+    from unixcxr.train.recipe import STAGE_ORDER, Recipe
 
     recipe = Recipe.load(recipe_path())
     f = plan.step_factor
-    for name in ("vae", *MODEL_STAGES):
+    for name in STAGE_ORDER:
         stage = recipe.stage(name)
-        if stage is None:
+        if stage is None or not hasattr(stage, "steps"):
             continue
         stage.steps = max(2, round(stage.steps * f))
         if getattr(stage, "warmup", None):
@@ -154,7 +154,7 @@ def run_demo(plan: DemoPlan) -> Path:
     plan.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _phase(plan, "synthesize SynthCXR", lambda: synthesize(plan))
-    _phase(plan, "train (tokenizer, VAE, und_sft, gen_pretrain, gen_finetune)", lambda: train_model(plan))
+    _phase(plan, "train (every stage of configs/small.yaml)", lambda: train_model(plan))
     _phase(plan, "untrained twin", lambda: write_untrained(plan))
     trained = _phase(plan, "evaluate trained model", lambda: evaluate(plan, plan.run, plan.out / "eval", True))
     untrained = _phase(plan, "evaluate untrained model",
