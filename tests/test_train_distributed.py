@@ -2,6 +2,7 @@
 reach those of one process with the same global batch (accumulating what the other rank did).
 This file is also the worker script that torchrun launches (see the __main__ block)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,30 @@ def test_two_gloo_ranks_stay_identical_and_match_one_process_with_the_same_globa
         assert torch.allclose(rank0[name], value, rtol=1e-4, atol=1e-5), name
         moved += not torch.equal(value, start[name])
     assert moved > len(single) // 3  # the runs did train
+
+
+@pytest.mark.slow
+def test_unixcxr_train_under_torchrun_runs_every_stage_like_one_process(tmp_path):
+    from unixcxr.data.synthcxr import generate_dataset
+    from unixcxr.model.io import load_model_folder
+
+    data = tmp_path / "data"
+    generate_dataset(data, n=40, size=64, seed=0, workers=1, progress=False)
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train = ["-m", "unixcxr", "train", str(recipe), "--data", str(data), "--no-progress", "--out"]
+    runs = {"two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                    *train, str(tmp_path / "two")],
+            "one": [sys.executable, *train, str(tmp_path / "one")]}
+    for cmd in runs.values():
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-4000:]
+    for stage, key in (("vae", "val_l1"), ("vision", "val_loss"), ("und_sft", "val_loss"),
+                       ("gen_pretrain", "val_loss"), ("gen_finetune", "val_loss")):
+        one, two = (json.loads((tmp_path / r / "stages" / stage / "done.json").read_text()) for r in ("one", "two"))
+        assert one[key] == pytest.approx(two[key], rel=0.05), stage
+    model, vae, tokenizer = load_model_folder(tmp_path / "two")
+    assert vae is not None and tokenizer is not None and model.config.tokens.bos == 0
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     if resume:
         trainer.resume(config, name, stage)
     stream = micro_batches(plan, build, trainer.step, stage.steps, rt.num_workers)
-    last = trainer.fit(with_flops(stream, model))
+    last = trainer.fit(with_flops(stream, model, spec.freeze_und))
 
     export(ctx, model, trainer)
     if env.is_main:

@@ -170,9 +170,9 @@ class ModelLoss:
                           freeze_und=self.spec.freeze_und, generator=generator)
 
 
-def with_flops(micros, model: UniX):
-    """Fill in each micro-batch's training FLOPs from the network's own per-token estimate."""
+def with_flops(micros, model: UniX, freeze_und: bool):
+    """Fill in each micro-batch's training FLOPs from the network's own count for that batch (forward
+    only where gradients stop, no lm_head where no token is supervised, the ViT where images are)."""
     for micro in micros:
-        batch = micro.data.batch
-        micro.flops = model.flops_per_token(batch.sequence.shape[1]) * micro.num_tokens
+        micro.flops = model.step_flops(micro.data.batch.sequence, freeze_und)
         yield micro
