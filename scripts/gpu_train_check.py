@@ -87,7 +87,8 @@ def run_stage(model: UniX, stage: str, args, env, peak: float, folder: Path) -> 
                             progress=False, description=stage)
     trainer = Trainer(wrapped, params, loss, settings, env, folder / stage, {"config": config.to_dict()},
                       peak_flops=peak)
-    micros = list(with_flops((synthetic_micro_batch(config, stage, n, resolution, k) for k in range(total)), model))
+    micros = list(with_flops((synthetic_micro_batch(config, stage, n, resolution, k) for k in range(total)), model,
+                             spec.freeze_und))
     if env.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(env.device)
     times = []

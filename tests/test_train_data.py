@@ -141,3 +141,41 @@ def test_latent_cache_is_tied_to_the_vae_weights(items, tmp_path):
     vae_b = LatentVAE(tiny().vae).eval()
     latent_cache(films, "k", vae_b, tmp_path, env, torch.device("cpu"), progress=False)
     assert len(list(tmp_path.glob("latents_16_*.npy"))) == 2
+
+
+def test_packed_understanding_batches_give_the_padded_loss(items, tokenizer):
+    from unixcxr.model.unix import UniX
+
+    config = tiny(vocab_size=tokenizer.vocab_size)
+    films = np.random.default_rng(1).integers(0, 256, size=(len(items), 32, 32), dtype=np.uint8)
+    tokens = tokenize(tokenizer, items, max_tokens=512)
+    ids = [it.id for it in items]
+    indices = list(range(8))
+    padded = UnderstandingBuilder(config, films, tokens, ids, seed=0)(3, 1, indices).data.batch
+    row = max(int((padded.sequence.segment[r] >= 0).sum()) for r in range(len(indices))) * 3
+    packed = UnderstandingBuilder(config, films, tokens, ids, seed=0, pack_to=row)(3, 1, indices).data.batch
+    assert packed.sequence.tokens.shape[0] < len(indices)  # several samples share a row
+    assert sorted(packed.ids) == sorted(padded.ids) and packed.ids != padded.ids  # placed longest first
+    torch.manual_seed(0)
+    model = UniX(config).eval()
+    with torch.no_grad():
+        a = model(padded.sequence, images=padded.images)["ce"]
+        b = model(packed.sequence, images=packed.images)["ce"]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_packed_generation_batches_keep_each_repa_film_with_its_latents(items, tokenizer):
+    config = tiny(vocab_size=tokenizer.vocab_size)
+    latents = np.random.default_rng(0).normal(size=(len(items), 4, 4, 4)).astype(np.float16)
+    films = np.random.default_rng(2).integers(0, 256, size=(len(items), 32, 32), dtype=np.uint8)
+    tokens = tokenize(tokenizer, items, max_tokens=512)
+    ids = [it.id for it in items]
+    build = GenerationBuilder(config, latents, tokens, ids, seed=0, text_dropout=0.0, repa_films=films, pack_to=256)
+    micro = build(0, 0, list(range(6)))
+    batch = micro.data.batch
+    assert batch.sequence.tokens.shape[0] < 6
+    for k, sample in enumerate(batch.ids):
+        i = ids.index(sample)
+        z = torch.from_numpy(latents[i].astype(np.float32))
+        assert torch.allclose(batch.latents[k], config.vae.scale * (z + config.vae.shift))
+        assert torch.allclose(micro.data.repa_images[k], torch.from_numpy(films[i]).float() / 255.0)

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="train on the embedded SynthCXR data and write report.html (~20 min on CPU)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--budget-minutes", type=float, default=20.0,
+    p.add_argument("--budget-minutes", type=float, default=21.0,
                    help="time budget; training steps and set sizes scale to fit (default: %(default)s)")
     p.add_argument("--studies", type=int, default=None, help="SynthCXR studies (default: from the budget)")
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis (default: %(default)s)")

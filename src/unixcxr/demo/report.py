@@ -58,6 +58,21 @@ def image_rows(trained: dict, untrained: dict) -> list[list[str]]:
     return rows
 
 
+def target_rows(trained: dict, untrained: dict) -> list[list[str]]:
+    """The acceptance targets of the CPU recipe (README, training issue), each measured and judged."""
+    reports = trained["reports"]
+    model = headline(reports["model"])["micro14_pos"]
+    best_baseline = max(headline(reports[k])["micro14_pos"] for k in ("most_common_report", "nearest_neighbour_pixels"))
+    fd, fd_untrained = trained["images"]["fd"], untrained["images"]["fd"]
+    rt = trained["round_trip"]["label_f1_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
+    checks = (("Micro-F1-14 unc.+ of generated reports", f"{model:.3f}", ">= 0.70", model >= 0.70),
+              ("margin over the better baseline", f"{model - best_baseline:+.3f}", ">= +0.15",
+               model - best_baseline >= 0.15),
+              ("FD trained / FD untrained", f"{fd / fd_untrained:.2f}", "< 0.50", fd < 0.5 * fd_untrained),
+              ("round-trip Micro-F1-14", f"{rt:.3f}", ">= 0.50", rt >= 0.5))
+    return [[name, value, target, "met" if ok else "NOT met"] for name, value, target, ok in checks]
+
+
 def _chips(ref: dict, pred: dict) -> str:
     out = []
     for name in OBSERVATIONS:
@@ -120,6 +135,7 @@ def write_report(plan, trained: dict, untrained: dict) -> Path:
         f"<p>Trained from scratch on SynthCXR ({plan.studies} studies, {plan.size} px) on "
         f"{html.escape(platform.machine())} with {os.cpu_count()} CPU cores in {plan.timings.get('total', 0) / 60:.1f} "
         f"minutes (budget {plan.budget_minutes:g}). Test split: {trained['n_studies']} studies.</p>",
+        "<h2>Targets</h2>", _table(["target", "measured", "wanted", "verdict"], target_rows(trained, untrained)),
         "<h2>Reading: report generation</h2><p>Labels by the built-in CheXpert-style labeler; unc.+ / unc.- = "
         "uncertain counted as positive / negative.</p>",
         _table(["system", "Micro-F1-14 unc.+", "Micro-F1-5 unc.+", "Macro-F1-14 unc.+", "Micro-F1-14 unc.-",
@@ -150,6 +166,7 @@ def markdown(plan, trained, untrained, stage_rows, commands) -> str:
 
     return "\n\n".join([
         f"# unixcxr demo ({plan.studies} SynthCXR studies, {plan.timings.get('total', 0) / 60:.1f} min)",
+        table(["target", "measured", "wanted", "verdict"], target_rows(trained, untrained)),
         table(["system", "Micro-F1-14 unc.+", "Micro-F1-5 unc.+", "Macro-F1-14 unc.+", "Micro-F1-14 unc.-",
                "BLEU-4", "ROUGE-L"], metric_rows(trained, untrained)),
         table(["system", "FD", "KD", "precision", "recall", "density", "coverage", "round trip"],

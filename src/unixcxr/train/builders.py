@@ -34,6 +34,7 @@ class UnderstandingBuilder:
     tokens: TextTokens
     ids: list[str]
     seed: int
+    pack_to: int | None = None  # tokens per row when samples are packed; None = one padded sample per row
 
     def __call__(self, step: int, chunk: int, indices: list[int]) -> MicroBatch:
         rng = example_rng(self.seed, step, chunk)
@@ -46,7 +47,7 @@ class UnderstandingBuilder:
             if self.tokens.own_instructions[i] is not None:
                 prompt, report = self.tokens.own_instructions[i], self.tokens.reports[i]
             examples.append(UnderstandingExample(images[row], prompt, report, self.ids[i]))
-        batch = make_batch(self.config, understanding=examples)
+        batch = make_batch(self.config, understanding=examples, pack_to=self.pack_to)
         return MicroBatch(ModelInputs(batch), batch.ids, batch.num_tokens)
 
 
@@ -62,6 +63,7 @@ class GenerationBuilder:
     seed: int
     text_dropout: float
     repa_films: np.ndarray | None = None  # uint8 [N, S, S]
+    pack_to: int | None = None  # tokens per row when samples are packed; None = one padded sample per row
 
     def __call__(self, step: int, chunk: int, indices: list[int]) -> MicroBatch:
         rng = example_rng(self.seed, step, chunk)
@@ -70,10 +72,12 @@ class GenerationBuilder:
         for i in indices:
             z = torch.from_numpy(self.latents[i].astype(np.float32))
             examples.append(GenerationExample(vae.scale * (z + vae.shift), self.tokens.prompts[i], self.ids[i]))
-        batch = make_batch(self.config, generation=examples, text_dropout=self.text_dropout, rng=rng)
+        batch = make_batch(self.config, generation=examples, text_dropout=self.text_dropout, rng=rng,
+                           pack_to=self.pack_to)
         repa = None
         if self.repa_films is not None:
-            repa = films_to_unit(np.stack([self.repa_films[i] for i in indices]))
+            row = {self.ids[i]: i for i in indices}  # packing may reorder samples: follow the batch's order
+            repa = films_to_unit(np.stack([self.repa_films[row[sample]] for sample in batch.ids]))
         inputs = ModelInputs(batch, noise_seed=seed_for(self.seed, step, chunk, 1), repa_images=repa)
         return MicroBatch(inputs, batch.ids, batch.num_tokens)
 

@@ -120,7 +120,7 @@ def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split:
     size = config.vision.image_size
     vit_films = film_cache(items, size, ctx.run.cache, ctx.env, rt.cache_workers, ctx.progress)
     if spec.task != GENERATION:
-        return UnderstandingBuilder(config, vit_films, tokens, ids, ctx.recipe.seed), items
+        return UnderstandingBuilder(config, vit_films, tokens, ids, ctx.recipe.seed, rt.pack_to), items
     films = vit_films if stage.resolution == size else film_cache(items, stage.resolution, ctx.run.cache, ctx.env,
                                                                   rt.cache_workers, ctx.progress)
     vae = ctx.vae()
@@ -128,7 +128,7 @@ def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split:
                            ctx.device, ctx.progress)
     dropout = config.gen.text_dropout if stage.text_dropout is None else stage.text_dropout
     return GenerationBuilder(config, latents, tokens, ids, ctx.recipe.seed, dropout,
-                             vit_films if stage.repa else None), items
+                             vit_films if stage.repa else None, rt.pack_to), items
 
 
 def validator(ctx: RunContext, name: str, config: UniXConfig, model: UniX, loss_fn, tokenizer, grid):

@@ -58,6 +58,7 @@ class RuntimeRecipe:
     keep_checkpoints: int = 2  # newest checkpoints kept per stage
     num_workers: int = 0  # DataLoader processes building micro-batches (0 = in the training process)
     compile: bool = False  # torch.compile the network (dynamic shapes)
+    pack_to: int | None = None  # pack samples into rows of this many tokens (no padding waste); null = pad
     strategy: str = "auto"  # auto (ddp under torchrun, fsdp for the unix preset), single, ddp, fsdp
     peak_flops: float | None = None  # per device, for MFU; measured by a matmul benchmark when null
     val_samples: int = 64  # validation images whose loss is measured
