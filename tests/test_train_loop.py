@@ -3,6 +3,7 @@ continue exactly, stage freezing on the real network, metrics and plots."""
 
 import json
 import random
+import time
 
 import pytest
 import torch
@@ -137,6 +138,19 @@ def test_metrics_record_losses_throughput_and_mfu_and_plot_as_a_png(tmp_path):
     png = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "loss.png", title="test")
     with Image.open(png) as image:
         assert image.size[0] > 100 and image.size[1] > 100
+
+
+def test_the_loaders_share_of_the_step_time_is_recorded(tmp_path):
+    problem = Regression()
+
+    def slow(stream):  # a loader that takes 50 ms a micro-batch: it, not the step, dominates
+        for micro in stream:
+            time.sleep(0.05)
+            yield micro
+
+    _trainer(tmp_path, nn.Linear(4, 1), problem, steps=4).fit(slow(problem.stream(0, 4, 2)))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.5 < r["data_fraction"] <= 1.0 for r in records)
 
 
 def _tiny_batches(config, task: str, n: int = 2):

@@ -115,8 +115,10 @@ def write_report(plan, trained: dict, untrained: dict) -> Path:
         s = json.loads(done.read_text())
         stage = done.parent.name
         mfu = s.get("mfu")
+        data = s.get("data_fraction")
         stage_rows.append([stage, str(s.get("steps", "")), f"{s.get('wall_seconds', 0):.0f}",
-                           f"{mfu:.1%}" if isinstance(mfu, float) else "", f"{s.get('loss', float('nan')):.4f}"
+                           f"{mfu:.1%}" if isinstance(mfu, float) else "",
+                           f"{data:.1%}" if isinstance(data, float) else "", f"{s.get('loss', float('nan')):.4f}"
                            if isinstance(s.get("loss"), float) else ""])
         if (done.parent / "loss.png").is_file():
             curves.append(f"<figure style='display:inline-block'><img style='width:360px;height:auto' "
@@ -150,7 +152,7 @@ def write_report(plan, trained: dict, untrained: dict) -> Path:
         _table(["image", "reference report", "generated report", "labels"], read_rows),
         "<h2>Reports drawn by the trained and untrained model</h2>",
         _table(["findings asked for", "real image", "trained", "untrained"], draw_rows),
-        "<h2>Training</h2>", _table(["stage", "steps", "seconds", "MFU", "final loss"], stage_rows),
+        "<h2>Training</h2>", _table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),
         "".join(curves), "<h2>Timings (seconds)</h2>", _table(["phase", "seconds"], timing_rows),
         f"<h2>Reproduce</h2><pre>{html.escape(commands)}</pre></body></html>",
     ]
@@ -171,7 +173,7 @@ def markdown(plan, trained, untrained, stage_rows, commands) -> str:
                "BLEU-4", "ROUGE-L"], metric_rows(trained, untrained)),
         table(["system", "FD", "KD", "precision", "recall", "density", "coverage", "round trip"],
               image_rows(trained, untrained)),
-        table(["stage", "steps", "seconds", "MFU", "final loss"], stage_rows),
+        table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),
         table(["phase", "seconds"], [[k, f"{v:.0f}"] for k, v in plan.timings.items()]),
         f"```\n{commands}\n```\n"])
 

@@ -182,8 +182,9 @@ class Trainer:
             while self.step < s.steps:
                 start = time.perf_counter()
                 micros = _take(it, s.accumulation)
+                waited = time.perf_counter() - start  # building (or waiting for) the micro-batches
                 totals = self.train_step(micros)
-                self._accumulate(totals, micros, time.perf_counter() - start)
+                self._accumulate(totals, micros, time.perf_counter() - start, waited)
                 bar.update(1)
                 done = self.step == s.steps
                 if self.step % s.log_every == 0 or done:
@@ -202,26 +203,29 @@ class Trainer:
         self.log.write({"step": self.step, "split": "val", **metrics})
         return {f"val_{k}": v for k, v in metrics.items()}
 
-    def _accumulate(self, totals: dict[str, torch.Tensor], micros: list[MicroBatch], seconds: float) -> None:
+    def _accumulate(self, totals: dict[str, torch.Tensor], micros: list[MicroBatch], seconds: float,
+                    data_seconds: float = 0.0) -> None:
         w = self._window
         for k, v in totals.items():
             w[k] = w.get(k, 0.0) + v
         w["tokens"] = w.get("tokens", 0) + sum(m.num_tokens for m in micros)
         w["flops"] = w.get("flops", 0.0) + sum(m.flops for m in micros)
         w["seconds"] = w.get("seconds", 0.0) + seconds
+        w["data_seconds"] = w.get("data_seconds", 0.0) + data_seconds
         w["steps"] = w.get("steps", 0) + 1
 
     def _flush(self, bar: tqdm) -> dict[str, float]:
         """Average the window over steps and ranks; log one record."""
         w, self._window = self._window, {}
-        names = sorted(k for k in w if k not in ("tokens", "flops", "seconds", "steps"))
+        names = sorted(k for k in w if k not in ("tokens", "flops", "seconds", "data_seconds", "steps"))
         values = [float(w[k]) for k in names] + [float(w["tokens"]), float(w["flops"])]
         summed = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=self.env.device), self.env).tolist()
         steps, seconds = w["steps"], w["seconds"]
         record = {k: summed[i] / steps / self.env.world_size for i, k in enumerate(names)}
         tokens, flops = summed[len(names)], summed[len(names) + 1]
         record.update(step=self.step, lr=self.lr_at(self.step - 1), tokens_per_s=tokens / seconds,
-                      steps_per_s=steps / seconds, seconds_per_step=seconds / steps)
+                      steps_per_s=steps / seconds, seconds_per_step=seconds / steps,
+                      data_fraction=w["data_seconds"] / seconds)  # the loader's share of the step time
         if self.peak_flops and flops:
             record["mfu"] = mfu(flops / self.env.world_size, seconds, self.peak_flops)
         self.log.write(record)

@@ -14,7 +14,7 @@ from unixcxr.train.metrics import read_metrics
 
 PANEL_W, PANEL_H, MARGIN = 480, 300, 48
 TRAIN_COLOUR, VAL_COLOUR, AXIS_COLOUR = (31, 119, 180), (214, 39, 40), (60, 60, 60)
-SKIP = {"step", "split", "lr", "tokens_per_s", "steps_per_s", "seconds_per_step", "mfu", "grad_norm"}
+SKIP = {"step", "split", "lr", "tokens_per_s", "steps_per_s", "seconds_per_step", "data_fraction", "mfu", "grad_norm"}
 TICKS = 5
 
 
