@@ -7,7 +7,7 @@ OUT/report.md. The trained model lands in OUT/run, usable at once by `unixcxr re
 and `serve`. Rerun the same command to continue an interrupted demo.
 
 examples:
-  unixcxr demo                          # ~20 minutes on 2 CPU cores
+  unixcxr demo                          # ~22 minutes on 2 free CPU cores
   unixcxr demo --budget-minutes 5       # a smaller but complete run"""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from unixcxr.cli import CliError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="train on the embedded SynthCXR data and write report.html (~20 min on CPU)",
+    p = sub.add_parser("demo", help="train on the embedded SynthCXR data and write report.html (~22 min on 2 CPU cores)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--budget-minutes", type=float, default=21.0,
+    p.add_argument("--budget-minutes", type=float, default=22.0,
                    help="time budget; training steps and set sizes scale to fit (default: %(default)s)")
     p.add_argument("--studies", type=int, default=None, help="SynthCXR studies (default: from the budget)")
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis (default: %(default)s)")
