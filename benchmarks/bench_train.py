@@ -4,6 +4,7 @@ against the measured matmul peak), and checkpoint save/load time.
 
     python -m benchmarks.bench_train                 # small preset (the CPU recipe's sizes)
     python -m benchmarks.bench_train --preset tiny --quick
+    python -m benchmarks.bench_train --compile       # also eager vs torch.compile (minutes of compiling)
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def packed(build, micro: int):
     return dataclasses.replace(build, pack_to=2 * longest)
 
 
-def main(quick: bool = False, preset: str = "small") -> dict:
+def main(quick: bool = False, preset: str = "small", compile: bool = False) -> dict:
     config = make_preset(preset)
     config.gen.repa_dim = config.vision.width
     torch.manual_seed(0)
@@ -117,6 +118,12 @@ def main(quick: bool = False, preset: str = "small") -> dict:
                 rows.append((f"{stage} packed rows", f"{p['step_s']:.3f} s, {p['tokens_per_s']:,.0f} tokens/s, "
                                                      f"MFU {p['mfu']:.1%}, packed/padded step time "
                                                      f"{p['step_s'] / r['step_s']:.2f}"))
+        if compile:  # torch.compile (inductor, dynamic shapes) against the eager und_sft step above
+            model.compile(dynamic=True)
+            c = bench_stage(model, "und_sft", builders(config)["und_sft"], micro, steps, peak, Path(tmp))
+            results["und_sft"]["compiled"] = c
+            rows.append(("und_sft compiled", f"{c['step_s']:.3f} s, MFU {c['mfu']:.1%}, compiled/eager step time "
+                                             f"{c['step_s'] / results['und_sft']['step_s']:.2f}"))
     print_table(f"training, preset {preset}", rows)
     return results
 
@@ -125,5 +132,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps (CI smoke run)")
     parser.add_argument("--preset", default="small", help="model preset (default small)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time the und_sft step under torch.compile (default: on unless --quick; "
+                             "compiling takes minutes on a CPU)")
     args = parser.parse_args()
-    main(quick=args.quick, preset=args.preset)
+    main(quick=args.quick, preset=args.preset, compile=not args.quick if args.compile is None else args.compile)
