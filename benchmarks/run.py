@@ -2,7 +2,7 @@
 
     python -m benchmarks.run --quick        # minutes: smaller sizes, one repeat
     python -m benchmarks.run --full         # the sizes quoted in the README
-    python -m benchmarks.run --only decode,sampler
+    python -m benchmarks.run --only decode,sampler   # refreshes those entries of the results file
 
 Each benchmark runs in its own process (a clean allocator and thread pool, and one crash does not
 stop the others) and prints ratios measured within its own run. The outputs are written to
@@ -78,6 +78,10 @@ def main() -> int:
         results.append(r)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / machine_name()
+    if args.only and stem.with_suffix(".json").is_file():  # --only refreshes those entries, keeps the others
+        fresh = {r["name"] for r in results}
+        kept = [r for r in json.loads(stem.with_suffix(".json").read_text())["benchmarks"] if r["name"] not in fresh]
+        results = sorted(kept + results, key=lambda r: discover().index(r["name"]) if r["name"] in discover() else 99)
     meta = {"machine": machine_name(), "python": platform.python_version(), "mode": "full" if args.full else "quick",
             "date": time.strftime("%Y-%m-%d %H:%M")}
     write_atomic(stem.with_suffix(".json"), json.dumps({**meta, "benchmarks": results}, indent=2))
