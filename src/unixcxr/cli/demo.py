@@ -16,13 +16,14 @@ import argparse
 from pathlib import Path
 
 from unixcxr.cli import CliError
+from unixcxr.demo.run import DEFAULT_BUDGET_MINUTES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="train on the embedded SynthCXR data and write report.html (~22 min on 2 CPU cores)",
+    p = sub.add_parser("demo", help="train on SynthCXR and write report.html (~22 min on 2 CPU cores)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--budget-minutes", type=float, default=22.0,
+    p.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
                    help="time budget; training steps and set sizes scale to fit (default: %(default)s)")
     p.add_argument("--studies", type=int, default=None, help="SynthCXR studies (default: from the budget)")
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis (default: %(default)s)")

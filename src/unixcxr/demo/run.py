@@ -22,7 +22,7 @@ DEFAULT_BUDGET_MINUTES = 22.0  # the whole demo at full size on 2 free cores
 @dataclass
 class DemoPlan:
     out: Path
-    budget_minutes: float = 22.0
+    budget_minutes: float = DEFAULT_BUDGET_MINUTES
     studies: int = 2500
     size: int = 128
     eval_limit: int = 100
