@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 CPU_MATMUL_SIDE, GPU_MATMUL_SIDE = 1024, 8192
 WARMUP_REPEATS, TIMED_REPEATS = 2, 8
+FORWARD_BACKWARD = 3.0  # a training step costs about three forwards (the backward about twice one)
 MIN_SECONDS = 1.0  # keep timing until this much has passed: on a shared CPU the best of many is the peak
 
 
@@ -55,3 +56,10 @@ def count_training_flops(fn) -> float:
 def mfu(flops: float, seconds: float, peak_flops: float, world_size: int = 1) -> float:
     """Fraction of the machines' peak that `flops` done in `seconds` (by all ranks) represents."""
     return flops / max(seconds, 1e-12) / (peak_flops * world_size)
+
+
+def with_image_flops(micros, per_image: float):
+    """Fill in each micro-batch's FLOPs for stages that train on images (`micro.data.images`)."""
+    for micro in micros:
+        micro.flops = per_image * micro.data.images.shape[0]
+        yield micro

@@ -18,7 +18,7 @@ from unixcxr.train.builders import GenerationBuilder, UnderstandingBuilder, vit_
 from unixcxr.train.checkpoint import latest_checkpoint
 from unixcxr.train.data import BatchPlan, film_cache, items_key, latent_cache, micro_batches, tokenize
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
-from unixcxr.train.loop import LoopSettings, Trainer
+from unixcxr.train.loop import Trainer
 from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 from unixcxr.train.recipe import MODEL_STAGES
@@ -57,17 +57,6 @@ def start_model(ctx: RunContext, name: str, config: UniXConfig) -> UniX:
     return model.train()
 
 
-def loop_settings(ctx: RunContext, name: str, accumulation: int) -> LoopSettings:
-    stage, opt, rt = ctx.recipe.stage(name), ctx.recipe.optimizer, ctx.recipe.runtime
-    return LoopSettings(
-        steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=accumulation, betas=opt.betas,
-        eps=opt.eps, weight_decay=opt.weight_decay, clip_grad=opt.clip_grad, ema=stage.ema,
-        ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
-        checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=ctx.progress,
-        description=name, lr_scales=(("vit.", stage.vit_lr_scale),),
-    )
-
-
 def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     spec, stage, rt = SPECS[name], ctx.recipe.stage(name), ctx.recipe.runtime
     config, env, folder = ctx.config(), ctx.env, ctx.run.stage(name)
@@ -92,7 +81,8 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     build, items = stage_data(ctx, name, config, tokenizer, "train")
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
-    trainer = Trainer(wrapped, params, loss_fn, loop_settings(ctx, name, plan.accumulation), env, folder,
+    settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vit.", stage.vit_lr_scale),))
+    trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
                       meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
                       peak_flops=ctx.peak_flops())
     trainer.validate = validator(ctx, name, config, model, loss_fn, tokenizer, grid)

@@ -28,6 +28,7 @@ import torch
 from unixcxr.model.config import UniXConfig, preset
 from unixcxr.model.io import CONFIG, TOKENIZER, VAE_WEIGHTS, resolve_model_folder
 from unixcxr.train.distributed import DistEnv, barrier, broadcast_object, close_distributed, init_distributed
+from unixcxr.train.loop import LoopSettings
 from unixcxr.train.mfu import measure_peak_flops
 from unixcxr.train.recipe import STAGE_ORDER, Recipe, recipe_diff
 
@@ -137,6 +138,17 @@ class RunContext:
         if self._peak is None:
             self._peak = broadcast_object(measure_peak_flops(self.device), self.env)
         return self._peak
+
+    def loop_settings(self, name: str, accumulation: int, lr_scales: tuple = ()) -> LoopSettings:
+        """The loop settings of stage `name`: its steps, LR, warm-up and EMA, the recipe's optimizer
+        and runtime."""
+        stage, opt, rt = self.recipe.stage(name), self.recipe.optimizer, self.recipe.runtime
+        return LoopSettings(
+            steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=accumulation, betas=opt.betas,
+            eps=opt.eps, weight_decay=opt.weight_decay, clip_grad=opt.clip_grad, ema=stage.ema,
+            ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
+            checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=self.progress,
+            description=name, lr_scales=lr_scales)
 
 
 def derive_config(recipe: Recipe, run: RunFolder) -> UniXConfig:

@@ -27,14 +27,13 @@ from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
-from unixcxr.train.loop import LoopSettings, MicroBatch, Trainer
-from unixcxr.train.mfu import count_training_flops
+from unixcxr.train.loop import MicroBatch, Trainer
+from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
 from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 from unixcxr.train.validate import sample_sheet
 
 PERCEPTUAL_LEVELS = (1, 2, 3, 4)  # EfficientNet-Lite0 stages compared (strides 4 to 32)
-FORWARD_BACKWARD = 3.0  # a backward pass costs about twice the forward
 STATS_BATCH = 32
 
 
@@ -87,11 +86,6 @@ def vae_flops_per_image(vae: LatentVAE, resolution: int, device: torch.device) -
         return FORWARD_BACKWARD * count_training_flops(lambda: vae(x))
 
 
-def _with_flops(micros, per_image: float):
-    for micro in micros:
-        micro.flops = per_image * micro.data.images.shape[0]
-        yield micro
-
 
 def run_vae_stage(ctx: RunContext, name: str = "vae", resume: bool = False) -> dict:
     if ctx.recipe.init:
@@ -114,13 +108,7 @@ def run_vae_stage(ctx: RunContext, name: str = "vae", resume: bool = False) -> d
     films = film_cache(items, stage.resolution, ctx.run.cache, env, rt.cache_workers, ctx.progress)
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
-    settings = LoopSettings(
-        steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=plan.accumulation,
-        betas=ctx.recipe.optimizer.betas, eps=ctx.recipe.optimizer.eps,
-        weight_decay=ctx.recipe.optimizer.weight_decay, clip_grad=ctx.recipe.optimizer.clip_grad, ema=stage.ema,
-        ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
-        checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=ctx.progress,
-        description=name)
+    settings = ctx.loop_settings(name, plan.accumulation)
     params = {n: p for n, p in vae.named_parameters() if p.requires_grad}
     loss_fn = VAELoss(wrapped, stage, ctx.device, perceptual)
     trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
@@ -131,7 +119,7 @@ def run_vae_stage(ctx: RunContext, name: str = "vae", resume: bool = False) -> d
         trainer.resume(config, name, stage)
     stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed, stage.crop), trainer.step,
                            stage.steps, rt.num_workers)
-    last = trainer.fit(_with_flops(stream, vae_flops_per_image(vae, stage.crop or stage.resolution, ctx.device)))
+    last = trainer.fit(with_image_flops(stream, vae_flops_per_image(vae, stage.crop or stage.resolution, ctx.device)))
 
     vae = unwrap(wrapped)
     with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():

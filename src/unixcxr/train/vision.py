@@ -25,13 +25,12 @@ from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
-from unixcxr.train.loop import LoopSettings, MicroBatch, Trainer
-from unixcxr.train.mfu import count_training_flops
+from unixcxr.train.loop import MicroBatch, Trainer
+from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
 from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 
 TEACHER_STRIDE_16 = 3  # EfficientNet-Lite0 feature level with stride 16
-FORWARD_BACKWARD = 3.0
 
 
 class Teacher(nn.Module):
@@ -99,13 +98,7 @@ def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False
     films = film_cache(items, config.vision.image_size, ctx.run.cache, env, rt.cache_workers, ctx.progress)
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
-    opt = ctx.recipe.optimizer
-    settings = LoopSettings(
-        steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=plan.accumulation, betas=opt.betas,
-        eps=opt.eps, weight_decay=opt.weight_decay, clip_grad=opt.clip_grad, ema=stage.ema,
-        ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
-        checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=ctx.progress,
-        description=name)
+    settings = ctx.loop_settings(name, plan.accumulation)
     params = {n: p for n, p in student.named_parameters() if p.requires_grad}
     loss_fn = DistillLoss(wrapped, teacher, ctx.device)
     trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
@@ -117,7 +110,7 @@ def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False
     per_image = flops_per_image(student, teacher, config.vision.image_size, ctx.device)
     stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed), trainer.step,
                            stage.steps, rt.num_workers)
-    last = trainer.fit(_with_flops(stream, per_image))
+    last = trainer.fit(with_image_flops(stream, per_image))
     with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
         if env.is_main:
             save_vit(unwrap(wrapped).vit, ctx.run.vision_weights)
@@ -131,11 +124,6 @@ def flops_per_image(student: Student, teacher: Teacher, size: int, device: torch
     with torch.no_grad():
         return FORWARD_BACKWARD * count_training_flops(lambda: student(x)) + count_training_flops(lambda: teacher(x))
 
-
-def _with_flops(micros, per_image: float):
-    for micro in micros:
-        micro.flops = per_image * micro.data.images.shape[0]
-        yield micro
 
 
 def vision_validator(ctx: RunContext, student: Student, teacher: Teacher):
