@@ -123,3 +123,34 @@ def test_tiny_model_overfits_one_batch_in_both_tasks():
         last = (ce.item(), mse.item())
     assert last[0] < 0.1 * first[0], (first, last)
     assert last[1] < 0.1 * first[1], (first, last)
+
+
+def test_centred_connector_subtracts_the_fitted_position_mean_and_survives_save_and_load(tmp_path):
+    from unixcxr.model.io import load_model_folder, save_model_folder
+    from unixcxr.train.stages import SPECS, set_trainable
+
+    config = tiny()
+    config.vision.center_features = True
+    torch.manual_seed(0)
+    model = UniX(config).eval()
+    S = config.vision.image_size
+    images = torch.randn(12, 3, S, S)
+    model.fit_feature_mean([images[:5], images[5:]])
+    with torch.no_grad():
+        feats = model.vit(images)
+    assert torch.allclose(model.connector.feature_mean, feats.mean(0), atol=1e-5)
+    with torch.no_grad():  # what reaches the connector's first layer is centred per position
+        assert torch.allclose(model.connector.layers(feats - feats.mean(0)), model.encode_images(images), atol=1e-6)
+    save_model_folder(tmp_path / "m", model)
+    loaded, _, _ = load_model_folder(tmp_path / "m", with_vae=False)
+    assert torch.equal(loaded.connector.feature_mean, model.connector.feature_mean)
+    trained = set_trainable(model, SPECS["und_sft"], repa=False)  # the mean stays valid: ViT frozen
+    assert "connector.layers.0.weight" in trained and not any(n.startswith("vit.") for n in trained)
+
+
+def test_released_layout_has_no_feature_mean_buffer():
+    model = UniX(tiny())
+    assert model.connector.feature_mean is None
+    assert not any("feature_mean" in k for k in model.state_dict())
+    with pytest.raises(ValueError, match="center_features"):
+        model.fit_feature_mean([torch.zeros(1, 3, 32, 32)])

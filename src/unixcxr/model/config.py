@@ -44,6 +44,11 @@ class VisionConfig:
     # Preprocessing of the released model: letterbox, resize, one mean/std for all 3 channels.
     norm_mean: float = 0.555895
     norm_std: float = 0.336385
+    # Ours, for ViTs trained from scratch (off in the release): the connector subtracts the mean
+    # feature of each patch position over the training films (fitted when und_sft starts; the ViT
+    # then stays frozen). Chest films share their anatomy, so most of a from-scratch ViT's feature
+    # variance is the same at a given position for every film and drowns what differs (docs/demo.md).
+    center_features: bool = False
 
     @property
     def num_tokens(self) -> int:

@@ -97,18 +97,27 @@ class LatentPositionTable(nn.Module):
 
 
 class Connector(nn.Module):
-    """ViT features -> decoder width: Linear, GELU, Linear (released keys layers.0 / layers.2)."""
+    """ViT features -> decoder width: Linear, GELU, Linear (released keys layers.0 / layers.2).
+    With num_tokens, first subtract a fitted per-position mean feature (`feature_mean`, see
+    VisionConfig.center_features)."""
 
     ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # name -> nn.GELU(approximate=...)
 
-    def __init__(self, in_dim: int, hidden_size: int, act: str = "gelu_tanh"):
+    def __init__(self, in_dim: int, hidden_size: int, act: str = "gelu_tanh", num_tokens: int | None = None):
         super().__init__()
         if act not in self.ACTIVATIONS:
             raise ValueError(f"connector activation {act!r} is not one of {sorted(self.ACTIVATIONS)}")
         gelu = nn.GELU(approximate=self.ACTIVATIONS[act])
         self.layers = nn.Sequential(nn.Linear(in_dim, hidden_size), gelu, nn.Linear(hidden_size, hidden_size))
+        if num_tokens is not None:
+            self.register_buffer("feature_mean", torch.zeros(num_tokens, in_dim))
+        else:
+            self.feature_mean = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [N, n, in_dim] -> [N, n, hidden]
+        if self.feature_mean is not None:
+            x = x - self.feature_mean.to(x.dtype)
         return self.layers(x)
 
 

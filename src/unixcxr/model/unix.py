@@ -4,6 +4,7 @@ llm2vae, fixed latent positions). The VAE is separate (model/vae.py), as in diff
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 
 import torch
@@ -48,7 +49,8 @@ class UniX(nn.Module):
         llm, H = cfg.llm, cfg.llm.hidden_size
         # understanding: image reader
         self.vit = VisionEncoder(cfg.vision)
-        self.connector = Connector(cfg.vision.width, H, cfg.vision.connector_act)
+        self.connector = Connector(cfg.vision.width, H, cfg.vision.connector_act,
+                                   cfg.vision.num_tokens if cfg.vision.center_features else None)
         # shared decoder: embeddings and RoPE shared, two experts per layer
         self.embed_tokens = nn.Embedding(llm.vocab_size, H)
         self.rope = RotaryEmbedding(llm.head_dim, llm.rope_theta)
@@ -118,6 +120,20 @@ class UniX(nn.Module):
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         # images: [N, 3, S, S] normalised -> [N, n_vit, H]
         return self.connector(self.vit(images))
+
+    @torch.no_grad()
+    def fit_feature_mean(self, images: Iterable[torch.Tensor]) -> None:
+        """Set the connector's per-position mean ViT feature from batches of normalised images
+        [N, 3, S, S] (VisionConfig.center_features)."""
+        if self.connector.feature_mean is None:
+            raise ValueError("fit_feature_mean needs config.vision.center_features = true")
+        total, count = torch.zeros_like(self.connector.feature_mean, dtype=torch.float64), 0
+        for batch in images:
+            total += self.vit(batch.to(self.connector.feature_mean.device)).double().sum(0)
+            count += batch.shape[0]
+        if count == 0:
+            raise ValueError("fit_feature_mean got no images")
+        self.connector.feature_mean.copy_((total / count).to(self.connector.feature_mean.dtype))
 
     def latent_tokens(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # x_t: [N, C, h, w], t: [N] -> [N, h * w, H]; the time embedding is simply added (no adaLN)

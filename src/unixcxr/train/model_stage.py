@@ -34,6 +34,7 @@ from unixcxr.train.stages import (
 from unixcxr.train.validate import Validator
 
 VAL_SEED_OFFSET = 1_000_003  # validation micro-batches draw from streams no training step uses
+FEATURE_MEAN_FILMS = 512  # training films the connector's per-position mean feature is fitted on
 
 
 def start_model(ctx: RunContext, name: str, config: UniXConfig) -> UniX:
@@ -79,6 +80,8 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
 
     tokenizer = ctx.tokenizer()
     build, items = stage_data(ctx, name, config, tokenizer, "train")
+    if spec.task != GENERATION and config.vision.center_features:
+        fit_feature_mean(model, build.films[:FEATURE_MEAN_FILMS], config, ctx.device)
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
     settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vit.", stage.vit_lr_scale),))
@@ -97,6 +100,15 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     counts = model.parameter_counts()
     return {"steps": stage.steps, "trainable_parameters": sum(p.numel() for p in params.values()),
             "total_parameters": counts["total"], "strategy": strategy, **last}
+
+
+def fit_feature_mean(model: UniX, films, config: UniXConfig, device: torch.device, batch: int = 64) -> None:
+    """The connector's per-position mean ViT feature over these films (VisionConfig.center_features).
+    Deterministic, so a resumed stage or another rank fits the same values."""
+    was_training = model.vit.training
+    model.vit.eval()
+    model.fit_feature_mean(vit_images(films[i:i + batch], config).to(device) for i in range(0, len(films), batch))
+    model.vit.train(was_training)
 
 
 def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split: str):

@@ -48,10 +48,12 @@ SPECS = {
 
 
 def set_trainable(model: UniX, spec: StageSpec, repa: bool) -> dict[str, nn.Parameter]:
-    """requires_grad on exactly this stage's parameters; returns them by name."""
+    """requires_grad on exactly this stage's parameters; returns them by name. A ViT whose features
+    the connector centres (VisionConfig.center_features) is never trained here."""
     trainable = {}
+    frozen_vit = model.config.vision.center_features  # the fitted feature mean must stay valid
     for name, p in model.named_parameters():
-        p.requires_grad_(spec.trains(name, repa))
+        p.requires_grad_(spec.trains(name, repa) and not (frozen_vit and name.startswith("vit.")))
         if p.requires_grad:
             trainable[name] = p
     return trainable
