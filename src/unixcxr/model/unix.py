@@ -254,7 +254,8 @@ class UniX(nn.Module):
     def step_flops(self, batch: SequenceBatch, freeze_und: bool) -> float:
         """Model FLOPs of one training step on `batch` (for MFU): 2 per parameter per token forward,
         4 more backward where gradients flow. With freeze_und the und tokens and the ViT run forward
-        only and lm_head is not computed; attention counts each query against its row's context."""
+        only and lm_head is not computed (a ViT with centred features is always frozen); attention counts
+        each query against its row's context."""
         llm, vis = self.config.llm, self.config.vision
         valid = batch.segment >= 0
         n_gen = int((batch.kind == LATENT).sum())
@@ -263,10 +264,12 @@ class UniX(nn.Module):
         n_images = int((batch.kind == VIT).sum()) // vis.num_tokens
         und_mult = 2 if freeze_und else 6
         expert = self._expert_parameters()
-        vit = sum(p.numel() for p in self.vit.parameters()) + sum(p.numel() for p in self.connector.parameters())
+        vit = sum(p.numel() for p in self.vit.parameters())
+        connector = sum(p.numel() for p in self.connector.parameters())
         flops = expert * (und_mult * n_und + 6 * n_gen)
         flops += 6 * self.lm_head.weight.numel() * n_labels
-        flops += und_mult * vit * n_images * vis.num_tokens
+        vit_mult = 2 if freeze_und or vis.center_features else 6  # a centred ViT stays frozen
+        flops += (vit_mult * vit + und_mult * connector) * n_images * vis.num_tokens
         row_len = valid.sum(dim=1).float()
         attn_pairs = float((row_len ** 2).sum())  # every query against its row (masks ignored, as nanoGPT)
         flops += 6 * 2 * llm.num_layers * llm.num_heads * llm.head_dim * attn_pairs
