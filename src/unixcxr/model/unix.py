@@ -124,13 +124,17 @@ class UniX(nn.Module):
     @torch.no_grad()
     def fit_feature_mean(self, images: Iterable[torch.Tensor]) -> None:
         """Set the connector's per-position mean ViT feature from batches of normalised images
-        [N, 3, S, S] (VisionConfig.center_features)."""
+        [N, 3, S, S] (VisionConfig.center_features), with the ViT in eval mode. Deterministic, so a
+        resumed stage or another rank fits the same values."""
         if self.connector.feature_mean is None:
             raise ValueError("fit_feature_mean needs config.vision.center_features = true")
+        was_training = self.vit.training
+        self.vit.eval()
         total, count = torch.zeros_like(self.connector.feature_mean, dtype=torch.float64), 0
         for batch in images:
             total += self.vit(batch.to(self.connector.feature_mean.device)).double().sum(0)
             count += batch.shape[0]
+        self.vit.train(was_training)
         if count == 0:
             raise ValueError("fit_feature_mean got no images")
         self.connector.feature_mean.copy_((total / count).to(self.connector.feature_mean.dtype))
@@ -254,8 +258,8 @@ class UniX(nn.Module):
     def step_flops(self, batch: SequenceBatch, freeze_und: bool) -> float:
         """Model FLOPs of one training step on `batch` (for MFU): 2 per parameter per token forward,
         4 more backward where gradients flow. With freeze_und the und tokens and the ViT run forward
-        only and lm_head is not computed (a ViT with centred features is always frozen); attention counts
-        each query against its row's context."""
+        only and lm_head is not computed; a ViT whose parameters take no gradient (a centred one) runs
+        forward only; attention counts each query against its row's context."""
         llm, vis = self.config.llm, self.config.vision
         valid = batch.segment >= 0
         n_gen = int((batch.kind == LATENT).sum())
@@ -268,7 +272,7 @@ class UniX(nn.Module):
         connector = sum(p.numel() for p in self.connector.parameters())
         flops = expert * (und_mult * n_und + 6 * n_gen)
         flops += 6 * self.lm_head.weight.numel() * n_labels
-        vit_mult = 2 if freeze_und or vis.center_features else 6  # a centred ViT stays frozen
+        vit_mult = 6 if not freeze_und and any(p.requires_grad for p in self.vit.parameters()) else 2
         flops += (vit_mult * vit + und_mult * connector) * n_images * vis.num_tokens
         row_len = valid.sum(dim=1).float()
         attn_pairs = float((row_len ** 2).sum())  # every query against its row (masks ignored, as nanoGPT)

@@ -81,7 +81,8 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     tokenizer = ctx.tokenizer()
     build, items = stage_data(ctx, name, config, tokenizer, "train")
     if spec.task != GENERATION and config.vision.center_features:
-        fit_feature_mean(model, build.films[:FEATURE_MEAN_FILMS], config, ctx.device)
+        films = build.films[:FEATURE_MEAN_FILMS]
+        model.fit_feature_mean(vit_images(films[i:i + 64], config).to(ctx.device) for i in range(0, len(films), 64))
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
     settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vit.", stage.vit_lr_scale),))
@@ -100,15 +101,6 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     counts = model.parameter_counts()
     return {"steps": stage.steps, "trainable_parameters": sum(p.numel() for p in params.values()),
             "total_parameters": counts["total"], "strategy": strategy, **last}
-
-
-def fit_feature_mean(model: UniX, films, config: UniXConfig, device: torch.device, batch: int = 64) -> None:
-    """The connector's per-position mean ViT feature over these films (VisionConfig.center_features).
-    Deterministic, so a resumed stage or another rank fits the same values."""
-    was_training = model.vit.training
-    model.vit.eval()
-    model.fit_feature_mean(vit_images(films[i:i + batch], config).to(device) for i in range(0, len(films), batch))
-    model.vit.train(was_training)
 
 
 def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split: str):
