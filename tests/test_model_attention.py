@@ -118,3 +118,34 @@ def test_packed_batch_gives_the_same_losses_as_samples_one_by_one(tiny_model):
     n_tokens = torch.tensor([6.0, 3.0])  # report tokens + eos per sample: the packed CE is token-averaged
     assert torch.allclose(out["ce"], (torch.stack(ce_one) * n_tokens).sum() / n_tokens.sum(), atol=1e-5)
     assert torch.allclose(out["mse"], torch.stack(mse_one).mean(), atol=1e-5)
+
+
+def _mm_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    counts = counter.get_flop_counts()["Global"]
+    return sum(v for op, v in counts.items() if "mm" in str(op))
+
+
+def test_padding_tokens_skip_the_experts_and_change_no_real_token(tiny_model):
+    s, nv = tiny_model.config.tokens, tiny_model.config.vision.num_tokens
+    layouts = [understanding_layout(s, nv, [10, 11, 12], list(range(20, 40))),
+               understanding_layout(s, nv, [10], [25, 26])]  # 20 tokens shorter: padded in the batch
+    images = torch.randn(2, 3, 32, 32)
+    batch = collate(layouts)
+    assert int((batch.segment < 0).sum()) == 20
+    with torch.no_grad():
+        vit = tiny_model.encode_images(images)
+        padded, _ = tiny_model.hidden_states(batch, vit)
+        one = [tiny_model.hidden_states(collate([lay]), vit[i:i + 1])[0][0] for i, lay in enumerate(layouts)]
+        for i, h in enumerate(one):
+            assert torch.allclose(padded[i, :h.shape[0]], h, atol=1e-5)
+        assert padded[1, one[1].shape[0]:].abs().max() == 0  # padding never went through an expert
+        # projections and MLPs cost the same as the two samples alone: padding costs attention only
+        alone = sum(_mm_flops(lambda i=i, lay=lay: tiny_model.hidden_states(collate([lay]), vit[i:i + 1]))
+                    for i, lay in enumerate(layouts))
+        together = _mm_flops(lambda: tiny_model.hidden_states(batch, vit))
+    assert together == alone

@@ -88,41 +88,49 @@ class Expert(nn.Module):
 
 @dataclass
 class Routing:
-    """Which flattened tokens ([B * L]) go to which expert. The all-und / all-gen cases skip the
-    gather-scatter entirely (text decoding, latent-only steps)."""
+    """Which flattened tokens ([B * L]) go to which expert, padding to neither: the projections and
+    MLPs (nearly all of a step's FLOPs) run on real tokens only. The all-und / all-gen cases without
+    padding skip the gather-scatter entirely (text decoding, latent-only steps)."""
 
     und: torch.Tensor | None  # indices, or None when every token is und
     gen: torch.Tensor | None  # indices, or None when no token is gen
     all_gen: bool = False
 
     @classmethod
-    def from_mask(cls, is_gen: torch.Tensor) -> Routing:
+    def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
+        """is_gen, valid: [B, L] bool; valid False marks padding (None: no padding)."""
         flat = is_gen.reshape(-1)
+        keep = None if valid is None or bool(valid.all()) else valid.reshape(-1)
         n_gen = int(flat.sum())
-        if n_gen == 0:
-            return cls(und=None, gen=None)
-        if n_gen == flat.numel():
-            return cls(und=None, gen=None, all_gen=True)
-        return cls(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
+        if keep is None:
+            if n_gen == 0:
+                return cls(und=None, gen=None)
+            if n_gen == flat.numel():
+                return cls(und=None, gen=None, all_gen=True)
+            return cls(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
+        return cls(und=(~flat & keep).nonzero().squeeze(1), gen=(flat & keep).nonzero().squeeze(1))
 
 
 def route(inputs: tuple[torch.Tensor, ...], routing: Routing, und_fn, gen_fn, out_dim: int,
           freeze_und: bool) -> torch.Tensor:
     """Apply und_fn to the und tokens and gen_fn to the gen tokens of inputs (each [B, L, D_i]) ->
-    [B, L, out_dim]. With freeze_und the und computations run without autograd: gradients stop at
-    every und-expert output, so a generation loss can never change understanding."""
+    [B, L, out_dim], zeros at padding. With freeze_und the und computations run without autograd:
+    gradients stop at every und-expert output, so a generation loss can never change understanding."""
     und_ctx = torch.no_grad() if freeze_und else nullcontext()
     if routing.all_gen:
         return gen_fn(*inputs)
-    if routing.gen is None:
+    if routing.und is None:
         with und_ctx:
             return und_fn(*inputs)
     lead = inputs[0].shape[:-1]
     flat = [t.reshape(-1, t.shape[-1]) for t in inputs]
     with und_ctx:
         und_out = und_fn(*(t[routing.und] for t in flat))
+    if routing.gen is None or routing.gen.numel() == 0:
+        out = und_out.new_zeros(flat[0].shape[0], out_dim).index_copy(0, routing.und, und_out)
+        return out.view(*lead, out_dim)
     gen_out = gen_fn(*(t[routing.gen] for t in flat))
-    out = gen_out.new_empty(flat[0].shape[0], out_dim)
+    out = gen_out.new_zeros(flat[0].shape[0], out_dim)
     out = out.index_copy(0, routing.und, und_out.to(gen_out.dtype)).index_copy(0, routing.gen, gen_out)
     return out.view(*lead, out_dim)
 

@@ -157,10 +157,11 @@ class UniX(nn.Module):
 
     # --- the decoder -------------------------------------------------------------------------------
     def run_layers(self, h, is_gen, positions, mask, cache: KVCache | None = None, freeze_und=False,
-                   capture_layer: int | None = None):
+                   capture_layer: int | None = None, valid: torch.Tensor | None = None):
         """h: [B, L, H] through every MoT layer. Returns the last hidden state and, if asked, the
-        one after `capture_layer` layers (REPA). is_gen: [B, L] bool, or a prepared Routing."""
-        routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen)
+        one after `capture_layer` layers (REPA). is_gen: [B, L] bool, or a prepared Routing. valid:
+        [B, L] bool, False at padding: those tokens skip the experts (their hidden state is zero)."""
+        routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen, valid)
         rope = self.rope(positions, h.dtype)
         captured = None
         for i, layer in enumerate(self.layers):
@@ -173,7 +174,8 @@ class UniX(nn.Module):
                       capture_layer=None):
         h = self.embed(batch, vit_tokens, latent_tokens, freeze_und)
         mask = None if batch.is_plain_causal() else batch.attention_mask()
-        return self.run_layers(h, batch.kind == LATENT, batch.position, mask, None, freeze_und, capture_layer)
+        return self.run_layers(h, batch.kind == LATENT, batch.position, mask, None, freeze_und, capture_layer,
+                               valid=batch.segment >= 0)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.und_norm(hidden))
