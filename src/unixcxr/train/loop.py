@@ -95,7 +95,8 @@ class Trainer:
             scale = next((f for prefix, f in s.lr_scales if name.startswith(prefix)), 1.0)
             groups.setdefault(scale, []).append(p)
         self.optimizer = torch.optim.AdamW([{"params": ps, "scale": f} for f, ps in groups.items()], lr=s.lr,
-                                           betas=s.betas, eps=s.eps, weight_decay=s.weight_decay, foreach=True)
+                                           betas=s.betas, eps=s.eps, weight_decay=s.weight_decay,
+                                           **_adamw_kernel(self.params.values()))
         self.ema = EMA(self.params, s.ema, s.ema_warmup) if s.ema > 0 else None
         self.state = TrainingState(self.params, self.optimizer, self.ema)
         self.log = self.log or MetricsLog(self.folder / "metrics.jsonl", self.env)
@@ -242,3 +243,14 @@ def _take(it: Iterator[MicroBatch], n: int) -> list[MicroBatch]:
             raise RuntimeError("the micro-batch stream ended before the last step") from None
     return micros
 
+
+
+def _adamw_kernel(params) -> dict:
+    """torch's fused AdamW (one kernel over all tensors; ~3x faster than foreach on a CPU, measured
+    in benchmarks/bench_train.py) where it applies: plain CPU/CUDA float tensors. Sharded (FSDP2
+    DTensor) parameters keep the foreach kernel."""
+    from torch.distributed.tensor import DTensor
+
+    plain = all(not isinstance(p, DTensor) and p.device.type in ("cpu", "cuda") and p.is_floating_point()
+                for p in params)
+    return {"fused": True} if plain else {"foreach": True}
