@@ -22,14 +22,15 @@ def training_dtype(device: torch.device) -> torch.dtype:
 
 
 @torch.no_grad()
-def measure_peak_flops(device: torch.device, dtype: torch.dtype | None = None, side: int | None = None) -> float:
+def measure_peak_flops(device: torch.device, dtype: torch.dtype | None = None, side: int | None = None,
+                       min_seconds: float = MIN_SECONDS, repeats: int = TIMED_REPEATS) -> float:
     """FLOP/s of the best of several large matmuls: an achievable peak, not the datasheet's."""
     dtype = dtype or training_dtype(device)
     n = side or (GPU_MATMUL_SIDE if device.type == "cuda" else CPU_MATMUL_SIDE)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best, i, began = float("inf"), 0, time.perf_counter()
-    while i < WARMUP_REPEATS + TIMED_REPEATS or time.perf_counter() - began < MIN_SECONDS:
+    while i < WARMUP_REPEATS + repeats or time.perf_counter() - began < min_seconds:
         _sync(device)
         start = time.perf_counter()
         a @ b
