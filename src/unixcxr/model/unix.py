@@ -270,12 +270,11 @@ class UniX(nn.Module):
         n_images = int((batch.kind == VIT).sum()) // vis.num_tokens
         und_mult = 2 if freeze_und else 6
         expert = self._expert_parameters()
-        vit = sum(p.numel() for p in self.vit.parameters())
         connector = sum(p.numel() for p in self.connector.parameters())
         flops = expert * (und_mult * n_und + 6 * n_gen)
         flops += 6 * self.lm_head.weight.numel() * n_labels
-        vit_mult = 6 if not freeze_und and any(p.requires_grad for p in self.vit.parameters()) else 2
-        flops += (vit_mult * vit + und_mult * connector) * n_images * vis.num_tokens
+        vit_mult = 3 if not freeze_und and any(p.requires_grad for p in self.vit.parameters()) else 1
+        flops += vit_mult * self.vit.flops_per_image() * n_images + und_mult * connector * n_images * vis.num_tokens
         row_len = valid.sum(dim=1).float()
         attn_pairs = float((row_len ** 2).sum())  # every query against its row (masks ignored, as nanoGPT)
         flops += 6 * 2 * llm.num_layers * llm.num_heads * llm.head_dim * attn_pairs

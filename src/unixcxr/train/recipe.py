@@ -100,9 +100,11 @@ class VAEStage:
 
 @dataclass
 class VisionStage:
-    """Stage 0c (ours, for training from scratch): the ViT learns to reproduce a pretrained image
-    network's patch features, standing in for the paper's pretrained SigLIP encoder. A ViT trained
-    from scratch on a few thousand films through the report loss alone learns to ignore the image."""
+    """Stage 0c (ours, for training from scratch), standing in for the paper's pretrained SigLIP
+    encoder. A ViT (vision.encoder: vit) learns to reproduce a pretrained image network's patch
+    features; a pretrained CNN encoder (vision.encoder: efficientnet-lite0) is fine-tuned on the
+    training reports' 14 labels instead (`teacher` unused). A ViT trained from scratch on a few
+    thousand films through the report loss alone learns to ignore the image."""
 
     steps: int
     lr: float

