@@ -7,7 +7,7 @@ OUT/report.md. The trained model lands in OUT/run, usable at once by `unixcxr re
 and `serve`. Rerun the same command to continue an interrupted demo.
 
 examples:
-  unixcxr demo                          # ~23 minutes on 2 free CPU cores
+  unixcxr demo                          # ~24 minutes on 2 free CPU cores
   unixcxr demo --budget-minutes 5       # a smaller but complete run"""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from unixcxr.demo.run import DEFAULT_BUDGET_MINUTES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="train on SynthCXR and write report.html (~23 min on 2 CPU cores)",
+    p = sub.add_parser("demo", help="train on SynthCXR and write report.html (~24 min on 2 CPU cores)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: %(default)s)")
     p.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
