@@ -254,5 +254,7 @@ def vision_validator(ctx: RunContext, student: Student, teacher: Teacher):
 def save_vit(vit: VisionEncoder, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in vit.state_dict().items()}, tmp)
+    state = {k: v.detach().contiguous().cpu() for k, v in vit.state_dict().items()
+             if not k.endswith("num_batches_tracked")}  # UniX holds a CNN's BatchNorms frozen: no counter
+    save_file(state, tmp)
     os.replace(tmp, path)
