@@ -17,7 +17,7 @@ from unixcxr.model.config import UniXConfig, tiny
 from unixcxr.model.unix import UniX
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.pipeline import train
-from unixcxr.train.vision import LabelNet, report_labels
+from unixcxr.train.vision import FROZEN_CNN_BLOCKS, LabelNet, report_labels
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CNN = {"encoder": "efficientnet-lite0", "patch_size": 32, "width": 1280, "image_size": 64,
@@ -59,10 +59,17 @@ def test_label_net_starts_from_imagenet_and_hands_its_tower_to_unix():
 
     net = LabelNet(_config().vision)
     imagenet = effnet_lite0().network.state_dict()
-    assert all(torch.equal(v, imagenet[k]) for k, v in net.vit.vision_tower.state_dict().items())
+    tower = net.vit.vision_tower
+    assert all(torch.equal(v, imagenet[k]) for k, v in tower.state_dict().items() if k in imagenet)
+    early = [*tower.conv_stem.parameters(), *tower.blocks[:FROZEN_CNN_BLOCKS].parameters()]
+    late = [*tower.blocks[FROZEN_CNN_BLOCKS:].parameters(), *tower.conv_head.parameters()]
+    assert not any(p.requires_grad for p in early) and all(p.requires_grad for p in late)
+    x = torch.randn(4, 3, 64, 64)
+    before = tower.blocks[0][0].bn1.running_mean.clone()
+    net.train()(x)
+    assert torch.equal(tower.blocks[0][0].bn1.running_mean, before)  # frozen stages keep ImageNet statistics
     model = UniX(_config())
     model.vit.load_state_dict(net.vit.state_dict())  # strict: same keys with frozen norms
-    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         a, b = net.eval().vit(x), model.vit(x)
     assert (a - b).abs().max() < 1e-4 * a.abs().max()  # BatchNorm folded differently: float rounding only

@@ -244,7 +244,6 @@ def _take(it: Iterator[MicroBatch], n: int) -> list[MicroBatch]:
     return micros
 
 
-
 def _adamw_kernel(params) -> dict:
     """torch's fused AdamW (one kernel over all tensors; ~3x faster than foreach on a CPU, measured
     in benchmarks/bench_train.py) where it applies: plain CPU/CUDA float tensors. Sharded (FSDP2

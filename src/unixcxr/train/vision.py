@@ -89,16 +89,29 @@ class DistillLoss:
         return {"loss": feature_distance(self.student(x), self.teacher(x))}
 
 
+FROZEN_CNN_BLOCKS = 3  # EfficientNet-Lite0's stem and stages up to stride 8: ~40% of a step's cost
+
+
 class LabelNet(nn.Module):
-    """A pretrained CNN encoder (BatchNorms trainable) plus a linear head onto the 14 labels."""
+    """A pretrained CNN encoder plus a linear head onto the 14 labels. The stem and the first
+    FROZEN_CNN_BLOCKS stages keep their ImageNet weights and statistics (generic edges and
+    textures, at the resolutions where the backward pass costs most); the rest is fine-tuned."""
 
     def __init__(self, cfg: VisionConfig):
         super().__init__()
+        from timm.layers import freeze_batch_norm_2d
+
         from unixcxr.evaluate.image_features import effnet_lite0
 
         self.cfg = cfg
         self.vit = VisionEncoder(cfg, frozen_norms=False)
-        self.vit.vision_tower.load_state_dict(effnet_lite0().network.state_dict())  # ImageNet weights
+        tower = self.vit.vision_tower
+        tower.load_state_dict(effnet_lite0().network.state_dict())  # ImageNet weights
+        tower.bn1 = freeze_batch_norm_2d(tower.bn1)
+        for i in range(FROZEN_CNN_BLOCKS):
+            tower.blocks[i] = freeze_batch_norm_2d(tower.blocks[i])
+        for module in (tower.conv_stem, *tower.blocks[:FROZEN_CNN_BLOCKS]):
+            module.requires_grad_(False)
         self.head = nn.Linear(cfg.width, len(OBSERVATIONS))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
