@@ -31,7 +31,7 @@ from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
-from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
+from unixcxr.train.distributed import barrier, choose_strategy, wrap
 from unixcxr.train.loop import MicroBatch, Trainer
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
 from unixcxr.train.pipeline import RunContext, TrainError
@@ -147,90 +147,78 @@ def micro_f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
 def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False) -> dict:
     if ctx.recipe.init:
         return {"source": ctx.recipe.init}
-    stage, rt, env = ctx.recipe.stages.vision, ctx.recipe.runtime, ctx.env
     config, folder = ctx.config(), ctx.run.stage(name)
     if latest_checkpoint(folder / "checkpoints") is not None and not resume:
         raise TrainError(f"{folder} holds checkpoints of an interrupted stage; pass --resume to continue it")
     torch.manual_seed(ctx.recipe.seed)
-    if config.vision.encoder != "vit":
-        return run_label_stage(ctx, name, resume)
-    teacher = Teacher().to(ctx.device)
-    student = Student(config.vision, teacher.dim).to(ctx.device).train()
-    strategy = choose_strategy(rt.strategy, env, config.name)
-    wrapped = wrap(student, "ddp" if strategy == "fsdp" else strategy, env)
+    if config.vision.encoder == "vit":  # distil a pretrained network's patch features into the ViT
+        teacher = Teacher().to(ctx.device)
+        net = Student(config.vision, teacher.dim).to(ctx.device).train()
+        return fit_encoder(ctx, name, resume, net, lambda wrapped: DistillLoss(wrapped, teacher, ctx.device),
+                           vision_validator(ctx, net, teacher), flops_per_image(net, teacher, ctx.device),
+                           "vision (feature distillation)")
+    # a pretrained CNN encoder: fine-tune it on the training reports' labels
+    net = LabelNet(config.vision).to(ctx.device).train()
     items = ctx.items("train")
-    films = film_cache(items, config.vision.image_size, ctx.run.cache, env, rt.cache_workers, ctx.progress)
-    plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
-                     ctx.recipe.seed)
-    settings = ctx.loop_settings(name, plan.accumulation)
-    params = {n: p for n, p in student.named_parameters() if p.requires_grad}
-    loss_fn = DistillLoss(wrapped, teacher, ctx.device)
-    trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
-                      meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
-                      peak_flops=ctx.peak_flops())
-    trainer.validate = vision_validator(ctx, student, teacher)
-    if resume:
-        trainer.resume(config, name, stage)
-    per_image = flops_per_image(student, teacher, config.vision.image_size, ctx.device)
-    stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed), trainer.step,
-                           stage.steps, rt.num_workers)
-    last = trainer.fit(with_image_flops(stream, per_image))
-    with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
-        if env.is_main:
-            save_vit(unwrap(wrapped).vit, ctx.run.vision_weights)
-            plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title="vision (feature distillation)")
-    barrier(env)
-    return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()), **last}
+    labels = dict(zip([it.id for it in items], report_labels([it.report for it in items],
+                                                             ctx.progress and ctx.env.is_main)))
+    return fit_encoder(ctx, name, resume, net, lambda wrapped: LabelLoss(wrapped, labels, ctx.device),
+                       label_validator(ctx, net), FORWARD_BACKWARD * net.vit.flops_per_image(),
+                       "vision (report labels)")
 
 
-def run_label_stage(ctx: RunContext, name: str, resume: bool) -> dict:
-    """Fine-tune the pretrained CNN encoder on the training reports' labels (see the module doc)."""
+def fit_encoder(ctx: RunContext, name: str, resume: bool, net: nn.Module, make_loss, validate, per_image: float,
+                title: str) -> dict:
+    """Train `net` (its encoder at `net.vit`) on the training films with the generic loop, then save
+    the encoder (EMA weights if any) for the model stages."""
     stage, rt, env = ctx.recipe.stages.vision, ctx.recipe.runtime, ctx.env
     config, folder = ctx.config(), ctx.run.stage(name)
-    net = LabelNet(config.vision).to(ctx.device).train()
     strategy = choose_strategy(rt.strategy, env, config.name)
     wrapped = wrap(net, "ddp" if strategy == "fsdp" else strategy, env)
     items = ctx.items("train")
-    targets = report_labels([it.report for it in items], ctx.progress and env.is_main)
-    labels = dict(zip([it.id for it in items], targets))
     films = film_cache(items, config.vision.image_size, ctx.run.cache, env, rt.cache_workers, ctx.progress)
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
     params = {n: p for n, p in net.named_parameters() if p.requires_grad}
-    settings = ctx.loop_settings(name, plan.accumulation)
-    trainer = Trainer(wrapped, params, LabelLoss(wrapped, labels, ctx.device), settings, env, folder,
+    trainer = Trainer(wrapped, params, make_loss(wrapped), ctx.loop_settings(name, plan.accumulation), env, folder,
                       meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
                       peak_flops=ctx.peak_flops())
-    trainer.validate = label_validator(ctx, net)
+    trainer.validate = validate
     if resume:
         trainer.resume(config, name, stage)
-    per_image = FORWARD_BACKWARD * net.vit.flops_per_image()
     stream = micro_batches(plan, VAEBuilder(films, [it.id for it in items], ctx.recipe.seed), trainer.step,
                            stage.steps, rt.num_workers)
     last = trainer.fit(with_image_flops(stream, per_image))
     with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
         if env.is_main:
             save_vit(net.vit, ctx.run.vision_weights)
-            plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title="vision (report labels)")
+            plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title=title)
     barrier(env)
     return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()), **last}
 
 
-def label_validator(ctx: RunContext, net: LabelNet):
-    """Label loss and Micro-F1-14 (threshold 0.5) of the encoder's head on validation films."""
+def validation_films(ctx: RunContext, size: int):
+    """The first val_samples films of the validate split at `size` (None when there is no such split)."""
     items = ctx.items("validate")
     if not items:
-        return None
+        return None, items
     n = min(ctx.recipe.runtime.val_samples, len(items))
-    films = film_cache(items, net.cfg.image_size, ctx.run.cache, ctx.env, ctx.recipe.runtime.cache_workers,
-                       ctx.progress)[:n]
-    target = report_labels([it.report for it in items[:n]])
+    films = film_cache(items, size, ctx.run.cache, ctx.env, ctx.recipe.runtime.cache_workers, ctx.progress)
+    return films[:n], items[:n]
+
+
+def label_validator(ctx: RunContext, net: LabelNet):
+    """Label loss and Micro-F1-14 (threshold 0.5) of the encoder's head on validation films."""
+    films, items = validation_films(ctx, net.cfg.image_size)
+    if films is None:
+        return None
+    target = report_labels([it.report for it in items])
 
     @torch.no_grad()
     def validate(step: int) -> dict[str, float]:
         net.eval()
         logits = torch.cat([net(films_to_vae(films[i:i + 64]).to(ctx.device)).float().cpu()
-                            for i in range(0, n, 64)])
+                            for i in range(0, len(films), 64)])
         net.train()
         return {"loss": float(F.binary_cross_entropy_with_logits(logits, target)),
                 "micro_f1_14": micro_f1((logits > 0).float(), target)}
@@ -238,20 +226,17 @@ def label_validator(ctx: RunContext, net: LabelNet):
     return validate
 
 
-def flops_per_image(student: Student, teacher: Teacher, size: int, device: torch.device) -> float:
+def flops_per_image(student: Student, teacher: Teacher, device: torch.device) -> float:
+    size = student.cfg.image_size
     x = torch.zeros(1, 3, size, size, device=device)
     with torch.no_grad():
         return FORWARD_BACKWARD * count_training_flops(lambda: student(x)) + count_training_flops(lambda: teacher(x))
 
 
-
 def vision_validator(ctx: RunContext, student: Student, teacher: Teacher):
-    items = ctx.items("validate")
-    if not items:
+    films, _ = validation_films(ctx, student.cfg.image_size)
+    if films is None:
         return None
-    n = min(ctx.recipe.runtime.val_samples, len(items))
-    films = film_cache(items, student.cfg.image_size, ctx.run.cache, ctx.env, ctx.recipe.runtime.cache_workers,
-                       ctx.progress)[:n]
 
     @torch.no_grad()
     def validate(step: int) -> dict[str, float]:
