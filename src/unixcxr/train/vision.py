@@ -123,9 +123,10 @@ class LabelNet(nn.Module):
 def report_labels(reports: list[str], progress: bool = False) -> torch.Tensor:
     """[N, 14] float targets from report texts: positive or uncertain -> 1, negative or blank -> 0."""
     from unixcxr.evaluate.labeler import label_reports
+    from unixcxr.evaluate.report_metrics import MAPPINGS, binarize
 
     rows = label_reports(reports, progress=progress)
-    return torch.tensor([[1.0 if r[o] in (1, -1) else 0.0 for o in OBSERVATIONS] for r in rows])
+    return torch.from_numpy(binarize(rows, MAPPINGS["uncertain_as_positive"])).float()
 
 
 class LabelLoss:
@@ -139,9 +140,11 @@ class LabelLoss:
 
 
 def micro_f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """Micro-F1 of two [N, 14] 0/1 matrices (the evaluation's F1, pooled over every cell)."""
+    from unixcxr.evaluate.report_metrics import f1_score
+
     tp = float((predicted * target).sum())
-    wrong = float((predicted != target).sum())
-    return tp / (tp + 0.5 * wrong) if tp + wrong > 0 else 0.0
+    return f1_score(tp, float((predicted * (1 - target)).sum()), float(((1 - predicted) * target).sum()))
 
 
 def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False) -> dict:
