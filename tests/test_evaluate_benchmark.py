@@ -24,7 +24,10 @@ def test_evaluate_writes_every_metric_and_resumes(tmp_path, capsys):
     assert set(metrics["reports"]) == {"model", "most_common_report", "nearest_neighbour_pixels"}
     assert metrics["images"]["features"]["name"] == "effnet-lite0" and metrics["images"]["n_fake"] == 6
     assert "label_f1_vs_prompt" in metrics["round_trip"]
+    ceiling = metrics["round_trip"]["vae_ceiling_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
+    assert 0.0 <= ceiling <= 1.0
     assert "| model |" in (out / "metrics.md").read_text()
+    assert f"VAE's reconstructions of the real images): {ceiling:.3f}" in (out / "metrics.md").read_text()
 
     # a killed run: one image and the metrics missing -> only that image is drawn again
     images = sorted((out / "generated").glob("*.png"))

@@ -110,6 +110,21 @@ def test_bad_generation_requests_are_refused_clearly(pipe):
         pipe.generate("FINDINGS: Clear.", steps=2, size=13)
 
 
+def test_reconstruct_is_the_vae_round_trip_of_the_letterboxed_image(pipe, radiograph):
+    from unixcxr.data.images import to_vae_tensor
+    from unixcxr.model.vae import to_uint8
+
+    size = pipe.config.gen.image_size
+    got = pipe.reconstruct([radiograph, Image.fromarray(radiograph)], batch_size=1)
+    x = to_vae_tensor(radiograph.astype(np.float32) / 255, size)[None]
+    with torch.no_grad():
+        want = to_uint8(pipe.vae.decode(pipe.vae.encode(x)))[0].permute(1, 2, 0).numpy()
+    assert [im.size for im in got] == [(size, size)] * 2
+    assert np.array_equal(np.asarray(got[0]), want) and np.array_equal(np.asarray(got[1]), want)
+    with pytest.raises(ValueError, match="multiple of"):
+        pipe.reconstruct(radiograph, size=13)
+
+
 def test_bf16_pipeline_writes_reports_and_draws_images(folder, radiograph):
     pipe = UniXPipeline.from_pretrained(folder, dtype=torch.bfloat16)
     assert pipe.dtype == torch.bfloat16 and pipe.vae.autoencoder.dtype == torch.bfloat16
@@ -126,6 +141,8 @@ def test_a_folder_without_tokenizer_or_vae_says_what_is_missing(folder, tmp_path
     pipe = UniXPipeline.from_pretrained(bare)
     with pytest.raises(ModelFolderError, match="no VAE weights"):
         pipe.generate("FINDINGS: Clear.")
+    with pytest.raises(ModelFolderError, match="no VAE weights"):
+        pipe.reconstruct(radiograph)
     (bare / "tokenizer.json").unlink()
     with pytest.raises(ModelFolderError, match="no tokenizer.json"):
         UniXPipeline.from_pretrained(bare)

@@ -96,6 +96,10 @@ def test_unixcxr_train_under_torchrun_runs_every_stage_like_one_process(tmp_path
                        ("gen_pretrain", "val_loss"), ("gen_finetune", "val_loss")):
         one, two = (json.loads((tmp_path / r / "stages" / stage / "done.json").read_text()) for r in ("one", "two"))
         assert one[key] == pytest.approx(two[key], rel=0.05), stage
+    for stage in ("gen_pretrain", "gen_finetune"):  # the same films with other films' prompts
+        done = json.loads((tmp_path / "one" / "stages" / stage / "done.json").read_text())
+        assert done["val_text_gain"] == pytest.approx(done["val_mse_other_prompt"] - done["val_mse"], abs=1e-9)
+        assert done["val_mse_other_prompt"] != done["val_mse"], stage
     model, vae, tokenizer = load_model_folder(tmp_path / "two")
     assert vae is not None and tokenizer is not None and model.config.tokens.bos == 0
 

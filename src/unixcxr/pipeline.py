@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unixcxr.data.images import LUMA_WEIGHTS, ImageNorm, load_image, pil_to_unit, to_understanding_tensor
+from unixcxr.data.images import (
+    LUMA_WEIGHTS,
+    ImageNorm,
+    load_image,
+    pil_to_unit,
+    to_understanding_tensor,
+    to_vae_tensor,
+)
 from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
 from unixcxr.data.tokenizer import ReportTokenizer, SpecialTokens
 from unixcxr.flow.sampler import PRESETS, SamplerSettings
@@ -248,6 +255,24 @@ class UniXPipeline:
         if bar:
             bar.close()
         return images
+
+    @torch.no_grad()
+    def reconstruct(self, images: ImageInput | Sequence[ImageInput], size: int | None = None,
+                    batch_size: int = IMAGE_BATCH) -> list[Image.Image]:
+        """Each image through the VAE and back (letterboxed to `size`, default the generation size):
+        what the VAE keeps of an image, and so the best any generated image can show."""
+        if self.vae is None:
+            raise ModelFolderError("this model folder has no VAE weights (vae.safetensors), so it cannot "
+                                   "reconstruct images")
+        images = [images] if isinstance(images, str | os.PathLike | Image.Image) else list(images)
+        size = self.latent_grid(size) * self.config.vae.downsample
+        dtype = self.vae.autoencoder.dtype
+        out = []
+        for _, chunk in _chunks(images, batch_size):
+            x = torch.stack([to_vae_tensor(to_unit_image(img, size), size) for img in chunk])
+            pixels = to_uint8(self.vae.decode(self.vae.encode(x.to(self.device, dtype)))).cpu()
+            out += [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
+        return out
 
 
 def _progress_bar(total: int):

@@ -1,7 +1,8 @@
 """Benchmark a model on one split of a data folder, like the paper: reports (label F1 micro/macro
 x 14/5 x uncertain mappings, BLEU, ROUGE-L), images (FD, KD, precision/recall/density/coverage,
-per-pathology FD with a named feature network), the report -> image -> report round trip, and two
-baselines (most common training report, nearest-neighbour retrieval in raw pixels).
+per-pathology FD with a named feature network), the report -> image -> report round trip with its
+ceiling (the same reader on the VAE's reconstructions of the real images), and two baselines (most
+common training report, nearest-neighbour retrieval in raw pixels).
 
 Per-sample outputs are kept in OUT (reports.jsonl, generated/*.png): run the same command again to
 continue a killed run. Writes OUT/metrics.json and OUT/metrics.md.
@@ -33,6 +34,8 @@ def register(sub) -> None:
     p.add_argument("--features", default="effnet-lite0",
                    help="image feature network: effnet-lite0 (offline default) or rad-dino:PATH")
     p.add_argument("--no-baselines", action="store_true", help="skip the two report baselines")
+    p.add_argument("--no-vae-ceiling", action="store_true",
+                   help="skip reading back the VAE's reconstructions of the real images (the round trip's ceiling)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
@@ -52,7 +55,8 @@ def run(args) -> int:
     out = args.out or Path(args.model) / f"eval-{args.split}"
     settings = BenchmarkSettings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
                                  steps=args.steps, sampler=args.sampler, batch_size=args.batch_size,
-                                 features=args.features, baselines=not args.no_baselines)
+                                 features=args.features, baselines=not args.no_baselines,
+                                 vae_ceiling=not args.no_vae_ceiling)
     try:
         run_benchmark(pipe, args.data, out, settings, model_name=str(args.model))
     except (DataError, ValueError) as err:

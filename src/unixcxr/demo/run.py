@@ -145,7 +145,7 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, baselines: bool) -> dict:
         return json.loads((out / "metrics.json").read_text())
     pipe = UniXPipeline.from_pretrained(model)
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
-                                 baselines=baselines, batch_size=8)
+                                 baselines=baselines, vae_ceiling=baselines, batch_size=8)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 

@@ -5,6 +5,7 @@ validate, and export the EMA weights to RUN_DIR/model."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
 from dataclasses import asdict
 
@@ -139,6 +140,12 @@ def validator(ctx: RunContext, name: str, config: UniXConfig, model: UniX, loss_
     batches = [build(VAL_SEED_OFFSET, c, idx) for c, idx in enumerate(chunks)]
     common = dict(model=model, loss_fn=loss_fn, batches=batches, folder=ctx.run.stage(name), env=ctx.env,
                   tokenizer=tokenizer, task=spec.task, seed=ctx.recipe.seed)
+    if spec.task == GENERATION and n > 1:
+        # the same films, noise, t and dropout, each with the next film's prompt: does the text count?
+        prompts = build.tokens.prompts
+        moved = dataclasses.replace(build, tokens=dataclasses.replace(
+            build.tokens, prompts=[*prompts[1:n], prompts[0], *prompts[n:]]))
+        common["other_prompt_batches"] = [moved(VAL_SEED_OFFSET, c, idx) for c, idx in enumerate(chunks)]
     if spec.task != GENERATION:
         k = min(rt.val_reports, len(items))
         films = build.films[:k]

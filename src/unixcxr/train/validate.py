@@ -1,6 +1,7 @@
 """Periodic validation of a UniX stage, run with the EMA weights (what inference will load):
-the loss on fixed validation micro-batches (fixed noise and t), and a look at what the model
-makes: a few generated reports scored against their references (label Micro-F1, next to the
+the loss on fixed validation micro-batches (fixed noise and t; for generation also with the
+prompts moved one film on, whose extra MSE, text_gain, says whether the text is used at all), and
+a look at what the model makes: a few generated reports scored against their references (label Micro-F1, next to the
 most-common-report baseline), or a few generated images beside the real ones. Samples are
 written to STAGE_DIR/samples/step_<N>.{txt,png}."""
 
@@ -80,6 +81,9 @@ class Validator:
     grid: tuple[int, int] | None = None
     sample_points: int = 25
     seed: int = 0
+    # generation: the same micro-batches with every film given another film's prompt; the MSE they add
+    # (text_gain) is how much the generator uses the text
+    other_prompt_batches: list[MicroBatch] = field(default_factory=list)
 
     def __call__(self, step: int) -> dict[str, float]:
         self.model.eval()
@@ -98,10 +102,17 @@ class Validator:
         return metrics
 
     def losses(self) -> dict[str, float]:
+        totals = self.mean_losses(self.batches)
+        if self.other_prompt_batches:
+            other = self.mean_losses(self.other_prompt_batches)["mse"]
+            totals.update(mse_other_prompt=other, text_gain=other - totals["mse"])
+        return totals
+
+    def mean_losses(self, batches: list[MicroBatch]) -> dict[str, float]:
         totals: dict[str, float] = {}
-        for micro in self.batches:
+        for micro in batches:
             for key, value in self.loss_fn(micro).items():
-                totals[key] = totals.get(key, 0.0) + float(value) / len(self.batches)
+                totals[key] = totals.get(key, 0.0) + float(value) / len(batches)
         return totals
 
     def reports(self, step: int) -> dict[str, float]:
