@@ -14,15 +14,18 @@ Run the stages of a training recipe in order, in one run folder; each stage is r
 
   stage 0   tokenizer      byte-level BPE over the training reports (written into the config)
             vae            KL autoencoder; then frozen, latent scale/shift fitted on training images
-            vision         (from scratch) the ViT learns a pretrained image network's patch features,
-                           standing in for the paper's pretrained SigLIP
+            vision         (from scratch) gives the encoder eyes, standing in for the paper's SigLIP:
+                           a ViT learns a pretrained network's patch features, or (vision.encoder:
+                           efficientnet-lite0) the ImageNet CNN is fine-tuned on the reports' labels
   stage 1   und_sft        ViT + connector + und expert on reports (cross-entropy)
   stage 2   gen_pretrain   gen expert (initialised from und) with flow matching + REPA, low resolution
   stage 3   gen_finetune   gen expert at higher resolution, flow matching only
 
 RUN_DIR gets stages/<name>/ (checkpoints, metrics.jsonl, loss.png, samples/) and model/, the
-exported model folder (EMA weights) that every other command loads. Recipes: configs/tiny.yaml
-(tests, seconds), configs/small.yaml (2 CPU cores, ~15 minutes on 2,000 SynthCXR images),
+exported model folder (EMA weights) that every other command loads. Validation of the generation
+stages logs val_text_gain: the MSE added by giving each film another film's prompt (near zero
+while the generator ignores the text). Recipes: configs/tiny.yaml (tests, seconds),
+configs/small.yaml (2 CPU cores, ~16 minutes on 2,000 SynthCXR images),
 configs/paper.yaml (the paper's Table 1: 8 GPUs, FSDP)."""
 
 EPILOG = """\

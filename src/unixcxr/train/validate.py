@@ -1,9 +1,9 @@
 """Periodic validation of a UniX stage, run with the EMA weights (what inference will load):
 the loss on fixed validation micro-batches (fixed noise and t; for generation also with the
 prompts moved one film on, whose extra MSE, text_gain, says whether the text is used at all), and
-a look at what the model makes: a few generated reports scored against their references (label Micro-F1, next to the
-most-common-report baseline), or a few generated images beside the real ones. Samples are
-written to STAGE_DIR/samples/step_<N>.{txt,png}."""
+a look at what the model makes: a few generated reports scored against their references (label
+Micro-F1, next to the most-common-report baseline), or a few generated images beside the real
+ones. Samples are written to STAGE_DIR/samples/step_<N>.{txt,png}."""
 
 from __future__ import annotations
 
