@@ -121,6 +121,8 @@ def test_reconstruct_is_the_vae_round_trip_of_the_letterboxed_image(pipe, radiog
         want = to_uint8(pipe.vae.decode(pipe.vae.encode(x)))[0].permute(1, 2, 0).numpy()
     assert [im.size for im in got] == [(size, size)] * 2
     assert np.array_equal(np.asarray(got[0]), want) and np.array_equal(np.asarray(got[1]), want)
+    alone = pipe.reconstruct(radiograph)  # one array is one image, not a list of rows
+    assert len(alone) == 1 and np.array_equal(np.asarray(alone[0]), want)
     with pytest.raises(ValueError, match="multiple of"):
         pipe.reconstruct(radiograph, size=13)
 

@@ -264,7 +264,7 @@ class UniXPipeline:
         if self.vae is None:
             raise ModelFolderError("this model folder has no VAE weights (vae.safetensors), so it cannot "
                                    "reconstruct images")
-        images = [images] if isinstance(images, str | os.PathLike | Image.Image) else list(images)
+        images = [images] if isinstance(images, ImageInput.__args__) else list(images)  # an array is one image
         size = self.latent_grid(size) * self.config.vae.downsample
         dtype = self.vae.autoencoder.dtype
         out = []
