@@ -137,7 +137,9 @@ def write_untrained(plan: DemoPlan) -> Path:
     return save_model_folder(plan.untrained, UniX(trained.config), vae, tokenizer)
 
 
-def evaluate(plan: DemoPlan, model: Path, out: Path, baselines: bool) -> dict:
+def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
+    """The benchmark of one model; the report baselines and the round trip's VAE ceiling belong to the
+    trained model's evaluation (the untrained twin has the same VAE and no reader)."""
     from unixcxr.evaluate.benchmark import BenchmarkSettings, run_benchmark
     from unixcxr.pipeline import UniXPipeline
 
@@ -145,7 +147,7 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, baselines: bool) -> dict:
         return json.loads((out / "metrics.json").read_text())
     pipe = UniXPipeline.from_pretrained(model)
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
-                                 baselines=baselines, vae_ceiling=baselines, batch_size=8)
+                                 baselines=trained, vae_ceiling=trained, batch_size=8)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 
