@@ -84,3 +84,18 @@ def test_recipe_round_trips_through_yaml_and_diff_names_changed_fields(tmp_path)
     again.stages.und_sft.lr *= 2
     again.optimizer.betas = (0.8, 0.95)
     assert recipe_diff(recipe.to_dict(), again.to_dict()) == ["optimizer.betas", "stages.und_sft.lr"]
+
+
+def test_a_stage_may_set_its_own_gradient_clip_and_otherwise_takes_the_optimizers(tmp_path):
+    from unixcxr.train.distributed import DistEnv
+    from unixcxr.train.pipeline import RunContext
+
+    data = {**MINIMAL, "optimizer": {"clip_grad": 1.0},
+            "stages": {**MINIMAL["stages"], "vae": {"steps": 2, "lr": 1e-3, "batch_size": 2, "micro_batch_size": 2,
+                                                    "resolution": 16, "clip_grad": 0.0}}}
+    recipe = Recipe.from_dict(data)
+    ctx = RunContext(recipe, tmp_path, RunFolder(tmp_path / "run"), DistEnv())
+    assert ctx.loop_settings("vae", 1).clip_grad == 0.0  # 0 = no clipping, for this stage alone
+    assert ctx.loop_settings("und_sft", 1).clip_grad == 1.0
+    with pytest.raises(RecipeError, match="stages.vae.clip_grad must be a number"):
+        Recipe.from_dict({**data, "stages": {**data["stages"], "vae": {**data["stages"]["vae"], "clip_grad": "x"}}})

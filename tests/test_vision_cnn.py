@@ -16,8 +16,11 @@ from unixcxr.labels import OBSERVATIONS
 from unixcxr.model.config import UniXConfig, tiny
 from unixcxr.model.unix import UniX
 from unixcxr.model.vision import VisionEncoder
-from unixcxr.train.pipeline import train
-from unixcxr.train.vision import FROZEN_CNN_BLOCKS, LabelNet, report_labels
+from unixcxr.train.distributed import DistEnv
+from unixcxr.train.pipeline import RunContext, RunFolder, TrainError, train
+from unixcxr.train.recipe import Recipe
+from unixcxr.train.vae import PerceptualLoss, build_perceptual
+from unixcxr.train.vision import FROZEN_CNN_BLOCKS, LabelNet, report_labels, save_vit
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CNN = {"encoder": "efficientnet-lite0", "patch_size": 32, "width": 1280, "image_size": 64,
@@ -85,6 +88,48 @@ def test_report_labels_count_uncertain_as_positive():
     assert targets[1].sum() == 1
 
 
+def _context(tmp_path, vision: dict) -> RunContext:
+    recipe = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    recipe["model"]["vision"] = vision
+    recipe["stages"]["vae"].update(perceptual="reader", perceptual_weight=1.0)
+    return RunContext(Recipe.from_dict(recipe, source="cnn.yaml"), tmp_path / "data", RunFolder(tmp_path / "run"),
+                      DistEnv())
+
+
+def test_the_reader_perceptual_term_sees_films_through_the_fine_tuned_reader(tmp_path):
+    ctx = _context(tmp_path, {**CNN, "norm_mean": 0.4, "norm_std": 0.25})
+    with pytest.raises(TrainError, match="run the vision stage first"):
+        build_perceptual(ctx, "reader")
+    torch.manual_seed(0)
+    net = LabelNet(ctx.config().vision)
+    with torch.no_grad():
+        net.vit.vision_tower.conv_head.weight.mul_(-1)  # a "fine-tuned" reader: unlike ImageNet's
+    save_vit(net.vit, ctx.run.vision_weights)
+    reader = build_perceptual(ctx, "reader")
+    imagenet = build_perceptual(ctx, "efficientnet-lite0")
+    assert torch.equal(reader.net.conv_head.weight, net.vit.vision_tower.conv_head.weight)
+    assert not torch.equal(reader.net.conv_head.weight, imagenet.net.conv_head.weight)
+    assert not any(p.requires_grad for p in reader.parameters())
+    # VAE images in [-1, 1] reach the reader normalised as the reader reads films: (x01 - 0.4) / 0.25
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    want = net.eval().vit.vision_tower.forward_intermediates(((x + 1) / 2 - 0.4) / 0.25, indices=[4],
+                                                               intermediates_only=True)[0]
+    got = reader.features(x)[-1]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert float(reader(x, x)) == 0.0 and float(reader(x.flip(-1), x)) > 0
+    assert isinstance(imagenet, PerceptualLoss) and imagenet.mean == imagenet.std == 0.5
+
+
+def test_a_reader_perceptual_term_needs_the_cnn_reader_and_the_vision_stage(tmp_path):
+    with pytest.raises(TrainError, match="needs the CNN reader"):
+        build_perceptual(_context(tmp_path, {"center_features": True}), "reader")
+    recipe = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    recipe["stages"]["vae"]["perceptual"] = "reader"
+    recipe["stages"].pop("vision")
+    with pytest.raises(ValueError, match="perceptual: reader needs the vision stage"):
+        Recipe.from_dict(recipe, source="r.yaml")
+
+
 @pytest.mark.slow
 def test_the_stages_train_and_use_a_fine_tuned_cnn_reader(tmp_path):
     data = tmp_path / "data"
@@ -92,15 +137,18 @@ def test_the_stages_train_and_use_a_fine_tuned_cnn_reader(tmp_path):
     recipe = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
     recipe["model"]["vision"] = {**CNN, "center_features": True}
     recipe["stages"]["und_sft"]["resolution"] = 64
+    recipe["stages"]["vae"].update(perceptual="reader", perceptual_weight=1.0, clip_grad=0.0)
     recipe["stages"].pop("gen_finetune")
     path = tmp_path / "cnn.yaml"
     path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "run"
     summaries = train(path, data, out, progress=False)
-    assert list(summaries) == ["tokenizer", "vae", "vision", "und_sft", "gen_pretrain"]
+    assert list(summaries) == ["tokenizer", "vision", "vae", "und_sft", "gen_pretrain"]
 
     vals = [json.loads(line) for line in (out / "stages/vision/metrics.jsonl").read_text().splitlines()]
     assert any(0.0 <= v.get("micro_f1_14", -1) <= 1.0 for v in vals if v.get("split") == "val")
+    vae_rows = [json.loads(line) for line in (out / "stages/vae/metrics.jsonl").read_text().splitlines()]
+    assert all(r["perceptual"] > 0 for r in vae_rows if "grad_norm" in r)  # the reader's term was trained on
     tower = load_file(out / "vision/vit.safetensors")
     model_state = load_file(out / "model/model.safetensors")
     for key, value in tower.items():  # und_sft and gen_pretrain kept the fine-tuned encoder frozen

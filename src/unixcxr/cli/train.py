@@ -7,16 +7,17 @@ from pathlib import Path
 
 from unixcxr.cli import CliError
 
-STAGES_HELP = "tokenizer, vae, vision, und_sft, gen_pretrain, gen_finetune"
+STAGES_HELP = "tokenizer, vision, vae, und_sft, gen_pretrain, gen_finetune"
 
 DESCRIPTION = """\
 Run the stages of a training recipe in order, in one run folder; each stage is resumable.
 
   stage 0   tokenizer      byte-level BPE over the training reports (written into the config)
-            vae            KL autoencoder; then frozen, latent scale/shift fitted on training images
             vision         (from scratch) gives the encoder eyes, standing in for the paper's SigLIP:
                            a ViT learns a pretrained network's patch features, or (vision.encoder:
                            efficientnet-lite0) the ImageNet CNN is fine-tuned on the reports' labels
+            vae            KL autoencoder; then frozen, latent scale/shift fitted on training images
+                           (perceptual: reader compares films through the fine-tuned reader)
   stage 1   und_sft        ViT + connector + und expert on reports (cross-entropy)
   stage 2   gen_pretrain   gen expert (initialised from und) with flow matching + REPA, low resolution
   stage 3   gen_finetune   gen expert at higher resolution, flow matching only
@@ -25,7 +26,7 @@ RUN_DIR gets stages/<name>/ (checkpoints, metrics.jsonl, loss.png, samples/) and
 exported model folder (EMA weights) that every other command loads. Validation of the generation
 stages logs val_text_gain: the MSE added by giving each film another film's prompt (near zero
 while the generator ignores the text). Recipes: configs/tiny.yaml (tests, seconds),
-configs/small.yaml (2 CPU cores, ~16 minutes on 2,000 SynthCXR images),
+configs/small.yaml (2 CPU cores, ~19 minutes on 2,000 SynthCXR images),
 configs/paper.yaml (the paper's Table 1: 8 GPUs, FSDP)."""
 
 EPILOG = """\

@@ -48,7 +48,7 @@ def start_model(ctx: RunContext, name: str, config: UniXConfig) -> UniX:
     else:
         torch.manual_seed(ctx.recipe.seed)
         model = UniX(config)
-        if ctx.run.vision_weights.is_file():  # stage 0c's ViT
+        if ctx.run.vision_weights.is_file():  # stage 0b's ViT
             model.vit.load_state_dict(load_file(ctx.run.vision_weights))
         return model
     model, _, _ = load_model_folder(source, with_vae=False)

@@ -3,8 +3,8 @@
     RUN_DIR/
       recipe.yaml                  the recipe this run follows (a resumed run must match it)
       tokenizer.json               stage 0a
-      vae/vae.safetensors          stage 0b, with vae/latent_stats.json (scale = 1/std, shift = -mean)
-      vision/vit.safetensors       stage 0c, the ViT's starting weights (from-scratch runs)
+      vision/vit.safetensors       stage 0b, the encoder's starting weights (from-scratch runs)
+      vae/vae.safetensors          stage 0c, with vae/latent_stats.json (scale = 1/std, shift = -mean)
       stages/<name>/               checkpoints/, metrics.jsonl, loss.png, samples/, done.json
       model/                       the exported model folder (EMA weights) after each model stage
       cache/                       films and VAE latents per resolution
@@ -145,7 +145,8 @@ class RunContext:
         stage, opt, rt = self.recipe.stage(name), self.recipe.optimizer, self.recipe.runtime
         return LoopSettings(
             steps=stage.steps, lr=stage.lr, warmup=stage.warmup, accumulation=accumulation, betas=opt.betas,
-            eps=opt.eps, weight_decay=opt.weight_decay, clip_grad=opt.clip_grad, ema=stage.ema,
+            eps=opt.eps, weight_decay=opt.weight_decay,
+            clip_grad=opt.clip_grad if stage.clip_grad is None else stage.clip_grad, ema=stage.ema,
             ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
             checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=self.progress,
             description=name, lr_scales=lr_scales)

