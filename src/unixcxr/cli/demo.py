@@ -1,10 +1,11 @@
 """`unixcxr demo`: train a real unified model on the embedded default and show what it does.
 
-SynthCXR (train/validate/test, MIMIC-CXR-JPG layout) -> tokenizer -> VAE -> understanding SFT ->
-generation pre-training (with REPA) -> generation fine-tuning, then `evaluate` of the trained model,
-its untrained twin and two report baselines, written to OUT/report.html (open it in a browser) and
-OUT/report.md. The trained model lands in OUT/run, usable at once by `unixcxr report`, `generate`
-and `serve`. Rerun the same command to continue an interrupted demo.
+SynthCXR (train/validate/test, MIMIC-CXR-JPG layout) -> tokenizer -> vision (fine-tunes the reader)
+-> VAE -> understanding SFT -> generation pre-training (with REPA) -> generation fine-tuning, then
+`evaluate` of the trained model, its untrained twin and two report baselines, written to
+OUT/report.html (open it in a browser) and OUT/report.md. The trained model lands in OUT/run,
+usable at once by `unixcxr report`, `generate` and `serve`. Rerun the same command to continue an
+interrupted demo.
 
 examples:
   unixcxr demo                          # ~24 minutes on 2 free CPU cores

@@ -13,10 +13,10 @@ from pathlib import Path
 import unixcxr
 
 DEFAULT_RECIPE = "small.yaml"
-NOMINAL_TRAIN_MINUTES = 18.0  # what configs/small.yaml takes on 2 free CPU cores
-FIXED_MINUTES = 6.5  # synthesis + evaluation (trained and untrained) + report at the default sizes
+NOMINAL_TRAIN_MINUTES = 19.2  # what configs/small.yaml takes on 2 free CPU cores (2026-12-02)
+FIXED_MINUTES = 4.5  # synthesis + evaluation (trained and untrained) + report at the default sizes
 MIN_STEP_FACTOR = 0.02
-DEFAULT_BUDGET_MINUTES = 24.5  # the whole demo at full size on 2 free cores
+DEFAULT_BUDGET_MINUTES = 24.0  # the whole demo at full size on 2 free cores
 
 
 @dataclass
@@ -26,7 +26,7 @@ class DemoPlan:
     studies: int = 2500
     size: int = 128
     eval_limit: int = 100
-    eval_steps: int = 25
+    eval_steps: int = 9  # sampler grid points: FD and round trip as at 13 and 25 (docs/demo.md)
     max_new_tokens: int = 160  # SynthCXR reports are ~60-120 tokens
     workers: int = 2
     seed: int = 0
@@ -53,7 +53,7 @@ def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
     """Sizes that fit the budget: the full demo at 20 minutes, a shrunken but complete one below."""
     scale = min(1.0, budget_minutes / DEFAULT_BUDGET_MINUTES)
     plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
-                    eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(25 * scale)),
+                    eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(9 * scale)),
                     max_new_tokens=max(48, int(160 * scale)))
     for key, value in overrides.items():
         if value is not None:
