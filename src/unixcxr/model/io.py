@@ -111,6 +111,6 @@ def load_model_folder(path: str | Path, device="cpu", dtype: torch.dtype = torch
     if with_vae and (folder / VAE_WEIGHTS).is_file():
         vae = LatentVAE(config.vae)
         _load_weights(vae.autoencoder, folder / VAE_WEIGHTS)
-        vae = vae.to(device=device, dtype=dtype).eval()
+        vae = vae.to(device=device, dtype=dtype).for_inference()
     tokenizer = folder / TOKENIZER if (folder / TOKENIZER).is_file() else None
     return model.to(device=device, dtype=dtype).eval(), vae, tokenizer

@@ -258,7 +258,7 @@ def load_official_folder(path: str | Path, device="cpu", dtype: torch.dtype | No
             vae = LatentVAE(config.vae)
         state = _vae_tensors(folder, config.vae, vae.autoencoder.state_dict())
         vae.autoencoder = _load_into(vae.autoencoder, state, device, dtype)
-        vae = vae.eval()
+        vae = vae.for_inference()
     tokenizer = folder / TOKENIZER if (folder / TOKENIZER).is_file() else None
     return model, vae, tokenizer
 

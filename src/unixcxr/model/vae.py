@@ -39,6 +39,15 @@ class LatentVAE(nn.Module):
         self.cfg = cfg
         self.autoencoder = build_autoencoder(cfg)
 
+    def for_inference(self) -> LatentVAE:
+        """Eval mode, frozen, and on a CPU channels-last weights: 2 cores encode 1.4-1.6x and decode
+        1.1-1.3x faster so (benchmarks/bench_vae.py). Training keeps the default layout (its step is
+        0.8-0.9x as fast in channels-last). Saved weights are made contiguous: files do not change."""
+        self.eval().requires_grad_(False)
+        if next(self.parameters()).device.type == "cpu":
+            self.to(memory_format=torch.channels_last)
+        return self
+
     def check_size(self, images: torch.Tensor) -> None:
         f = self.cfg.downsample
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] % f or images.shape[-2] % f:

@@ -130,7 +130,7 @@ class RunContext:
             raise TrainError(f"{self.run.vae_weights} is missing: run the vae stage first (or set `init:`)")
         vae = LatentVAE(self.config().vae)
         vae.autoencoder.load_state_dict(load_file(self.run.vae_weights))
-        return vae.to(self.device).eval().requires_grad_(False)
+        return vae.to(self.device).for_inference()
 
     def peak_flops(self) -> float:
         if self.recipe.runtime.peak_flops:
