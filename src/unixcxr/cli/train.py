@@ -26,7 +26,7 @@ RUN_DIR gets stages/<name>/ (checkpoints, metrics.jsonl, loss.png, samples/) and
 exported model folder (EMA weights) that every other command loads. Validation of the generation
 stages logs val_text_gain: the MSE added by giving each film another film's prompt (near zero
 while the generator ignores the text). Recipes: configs/tiny.yaml (tests, seconds),
-configs/small.yaml (2 CPU cores, ~19 minutes on 2,000 SynthCXR images),
+configs/small.yaml (2 CPU cores, ~18 minutes on 2,000 SynthCXR images),
 configs/paper.yaml (the paper's Table 1: 8 GPUs, FSDP)."""
 
 EPILOG = """\

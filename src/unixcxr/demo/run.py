@@ -13,7 +13,7 @@ from pathlib import Path
 import unixcxr
 
 DEFAULT_RECIPE = "small.yaml"
-NOMINAL_TRAIN_MINUTES = 19.2  # what configs/small.yaml takes on 2 free CPU cores (2026-12-02)
+NOMINAL_TRAIN_MINUTES = 18.1  # what configs/small.yaml takes on 2 free CPU cores (2026-12-02)
 FIXED_MINUTES = 4.5  # synthesis + evaluation (trained and untrained) + report at the default sizes
 MIN_STEP_FACTOR = 0.02
 DEFAULT_BUDGET_MINUTES = 24.0  # the whole demo at full size on 2 free cores
