@@ -50,7 +50,7 @@ class DemoPlan:
 
 
 def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
-    """Sizes that fit the budget: the full demo at 20 minutes, a shrunken but complete one below."""
+    """Sizes that fit the budget: the full demo at the default budget, a shrunken but complete one below."""
     scale = min(1.0, budget_minutes / DEFAULT_BUDGET_MINUTES)
     plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
                     eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(9 * scale)),
