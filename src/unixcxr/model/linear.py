@@ -2,7 +2,7 @@
 
 Linear computes x @ W^T with W stored [out, in]. For a few rows (one token per report while
 decoding) CPU BLAS runs that transposed-operand product far below its speed on a contiguous
-[in, out] operand: at 16 rows of width 384 -> 1024, 1.5-3.5x slower on the machines we measured
+[in, out] operand: at 16 rows of width 384 -> 1024, 1.5-3.5x slower on the 2-core machine we measured
 (benchmarks/bench_decode.py prints the ratio). So, without autograd and for at most ROW_LIMIT rows on
 a CPU, `Linear` multiplies by a cached contiguous W^T. The cache follows the weight's version
 counter, so optimizer steps, `load_state_dict` and `copy_` invalidate it; the state dict and
