@@ -1,5 +1,6 @@
 """Image generation: our sampler (prompt prefix cached once, guidance branches batched into one
-forward, no pass whose scale is 1) vs the released scheme (whole sequence re-run per step, three
+forward, no pass whose scale is 1, the block's RoPE folded into the cached keys, the branches'
+shared first-layer projections run once) vs the released scheme (whole sequence re-run per step, three
 passes inside the guidance interval, one sample at a time). Same noise: outputs must be identical.
 Target (issue 2 / 9): >= 2x faster."""
 

@@ -1,6 +1,8 @@
 """Report -> image. The prompt prefixes of every guidance branch are run through the decoder ONCE
 and their keys/values cached; each sampler step then runs only the latent block
-([soi][latents][eoi]) of all requested branches in one batched forward."""
+([soi][latents][eoi]) of all requested branches in one batched forward. Two more exact savings per
+step: the block's one RoPE position is folded into the cached prompt keys (no rotation at all in
+the step), and the branches' identical inputs are embedded and projected once in the first layer."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler_sample
+from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
 from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate
 from unixcxr.model.unix import UniX, unpatchify
@@ -17,7 +20,9 @@ from unixcxr.model.unix import UniX, unpatchify
 
 @dataclass
 class PromptCache:
-    """Cached prompt prefixes, rows grouped by branch: [cond x B, no_text x B, (no_image x B)]."""
+    """Cached prompt prefixes, rows grouped by branch: [cond x B, no_text x B, (no_image x B)]. The
+    keys are stored relative to the latent block's position (`fold_block_rotation`): they serve a
+    block at `next_position` only, which runs without RoPE."""
 
     kv: KVCache
     key_valid: torch.Tensor  # [R, Lp] bool, False on left padding
@@ -62,7 +67,18 @@ def encode_prompts(model: UniX, reports: list[list[int]], num_latent_tokens: int
     model.run_layers(h, batch.kind == LATENT, batch.position, batch.attention_mask(), kv)
     kv.advance(Lp)
     next_position = torch.tensor([x.next_position for x in layouts], device=device)
+    fold_block_rotation(model, kv, next_position)
     return PromptCache(kv, batch.segment >= 0, next_position, tuple(branches), len(reports))
+
+
+def fold_block_rotation(model: UniX, kv: KVCache, block_position: torch.Tensor) -> None:
+    """Every token of a latent block shares one RoPE position p, so its queries and keys all turn
+    by the same R_p: inside the block the rotation cancels (<R_p q, R_p k> = <q, k>), and against a
+    prompt key R_j k_j it leaves <q, R_{j - p} k_j>. Turning each row's cached prompt keys by R_{-p}
+    once here lets every sampler step skip the rotation of its queries and keys. block_position: [R]."""
+    cos, sin = model.rope(-block_position[:, None], torch.float32)  # [R, 1, 1, d]
+    prompt = kv.k[:, :, :, :kv.length]  # [layers, R, kv_heads, Lp, d]
+    prompt.copy_(apply_rotary(prompt.float(), cos[None], sin[None]).to(prompt.dtype))
 
 
 class VelocityStep:
@@ -82,7 +98,6 @@ class VelocityStep:
         kind = torch.full((R, n), LATENT, device=device)
         kind[:, 0] = kind[:, -1] = TEXT
         self.routing = Routing.from_mask(kind == LATENT)
-        self.positions = cache.next_position[self.rows][:, None].expand(-1, n)
         prefix_valid = cache.key_valid[self.rows]
         if prefix_valid.all():
             self.mask = FULL_ATTENTION  # no padding: the block sees every prefix key and itself
@@ -91,14 +106,15 @@ class VelocityStep:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # x_t: [B, C, h, w]; t: [1] -> velocities of every branch, stacked: [k * B, C, h, w]
-        model, k = self.model, len(self.branches)
-        R = x_t.shape[0] * k
-        latents = model.latent_tokens(x_t.repeat(k, 1, 1, 1), t.expand(R))  # [R, n - 2, H]
-        soi, eoi = self.markers[0].expand(R, 1, -1), self.markers[1].expand(R, 1, -1)
+        # Every branch starts from the same block (the branches differ only in the prompt keys its
+        # queries meet), so the embedding and the first layer's projections run on B rows, not k * B.
+        model, k, B = self.model, len(self.branches), x_t.shape[0]
+        latents = model.latent_tokens(x_t, t.expand(B))  # [B, n - 2, H]
+        soi, eoi = self.markers[0].expand(B, 1, -1), self.markers[1].expand(B, 1, -1)
         h = torch.cat([soi, latents.to(soi.dtype), eoi], dim=1)
         self.cache.kv.rows = self.rows
-        try:
-            out, _ = model.run_layers(h, self.routing, self.positions, self.mask, self.cache.kv)
+        try:  # no RoPE: the block's one position is folded into the cached prompt keys
+            out, _ = model.run_layers(h, self.routing, None, self.mask, self.cache.kv, shared=k)
         finally:
             self.cache.kv.rows = slice(None)
         return unpatchify(model.velocity(out[:, 1:-1]), *self.grid).float()

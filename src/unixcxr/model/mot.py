@@ -91,11 +91,14 @@ class Expert(nn.Module):
 class Routing:
     """Which flattened tokens ([B * L]) go to which expert, padding to neither: the projections and
     MLPs (nearly all of a step's FLOPs) run on real tokens only. The all-und / all-gen cases without
-    padding skip the gather-scatter entirely (text decoding, latent-only steps)."""
+    padding skip the gather-scatter entirely (text decoding, latent-only steps), and so does a latent
+    block at the same columns of every row (`block`: slices instead of index gathers; a generation
+    sequence [bos] text [eos] [soi] latents [eoi] and the sampler's [soi] latents [eoi] are such)."""
 
     und: torch.Tensor | None  # indices, or None when every token is und
     gen: torch.Tensor | None  # indices, or None when no token is gen
     all_gen: bool = False
+    block: tuple[int, int] | None = None  # gen = columns [a, b) of every row, und = the rest; no padding
 
     @classmethod
     def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
@@ -108,8 +111,21 @@ class Routing:
                 return cls(und=None, gen=None)
             if n_gen == flat.numel():
                 return cls(und=None, gen=None, all_gen=True)
+            block = cls.shared_block(is_gen)
+            if block is not None:
+                return cls(und=None, gen=None, block=block)
             return cls(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
         return cls(und=(~flat & keep).nonzero().squeeze(1), gen=(flat & keep).nonzero().squeeze(1))
+
+    @staticmethod
+    def shared_block(is_gen: torch.Tensor) -> tuple[int, int] | None:
+        """(a, b) when every row's gen tokens are exactly the columns a..b-1, else None."""
+        first = is_gen[0]
+        cols = first.nonzero().squeeze(1)
+        if cols.numel() == 0 or not bool((is_gen == first).all()):
+            return None
+        a, b = int(cols[0]), int(cols[-1]) + 1
+        return (a, b) if b - a == cols.numel() else None
 
 
 def route(inputs: tuple[torch.Tensor, ...], routing: Routing, und_fn, gen_fn, out_dim: int,
@@ -120,6 +136,13 @@ def route(inputs: tuple[torch.Tensor, ...], routing: Routing, und_fn, gen_fn, ou
     und_ctx = torch.no_grad() if freeze_und else nullcontext()
     if routing.all_gen:
         return gen_fn(*inputs)
+    if routing.block is not None:
+        a, b = routing.block
+        with und_ctx:
+            und_out = und_fn(*(torch.cat([t[:, :a], t[:, b:]], dim=1) for t in inputs))
+        gen_out = gen_fn(*(t[:, a:b] for t in inputs))
+        und_out = und_out.to(gen_out.dtype)
+        return torch.cat([und_out[:, :a], gen_out, und_out[:, a:]], dim=1)
     if routing.und is None:
         with und_ctx:
             return und_fn(*inputs)
@@ -174,17 +197,23 @@ class MoTLayer(nn.Module):
         self.gen = Expert(cfg)
 
     def forward(self, x, routing: Routing, rope, mask, cache: KVCache | None, layer_idx: int,
-                freeze_und: bool = False) -> torch.Tensor:
-        # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d]
+                freeze_und: bool = False, shared: int = 1) -> torch.Tensor:
+        # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d], or None for no rotation (the sampler's block,
+        # whose one shared position is folded into the cached prompt keys)
         # mask: [B, 1, L, Lk] bool (True = attend), None for plain causal, or FULL_ATTENTION
+        # shared: x holds the rows of one guidance branch, identical in `shared` branches: the
+        # projections run once and the output has shared * B rows, branch-major
         cfg = self.cfg
-        B, L, _ = x.shape
         nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         qkv = route((x,), routing, self.und.qkv, self.gen.qkv, (nq + 2 * nkv) * d, freeze_und)
+        if shared > 1:
+            x, qkv = x.repeat(shared, 1, 1), qkv.repeat(shared, 1, 1)
+        B, L, _ = x.shape
         q, k, v = qkv.split([nq * d, nkv * d, nkv * d], dim=-1)
-        cos, sin = rope
-        q = apply_rotary(q.view(B, L, nq, d), cos, sin).transpose(1, 2)  # [B, nq, L, d]
-        k = apply_rotary(k.view(B, L, nkv, d), cos, sin).transpose(1, 2)  # [B, nkv, L, d]
+        q, k = q.view(B, L, nq, d), k.view(B, L, nkv, d)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, nq, L, d], [B, nkv, L, d]
         v = v.view(B, L, nkv, d).transpose(1, 2)
         if cache is not None:
             if mask is None and L > 1 and cache.length > 0:  # a causal flag would align to the wrong corner

@@ -158,15 +158,20 @@ class UniX(nn.Module):
 
     # --- the decoder -------------------------------------------------------------------------------
     def run_layers(self, h, is_gen, positions, mask, cache: KVCache | None = None, freeze_und=False,
-                   capture_layer: int | None = None, valid: torch.Tensor | None = None):
+                   capture_layer: int | None = None, valid: torch.Tensor | None = None, shared: int = 1):
         """h: [B, L, H] through every MoT layer. Returns the last hidden state and, if asked, the
         one after `capture_layer` layers (REPA). is_gen: [B, L] bool, or a prepared Routing. valid:
-        [B, L] bool, False at padding: those tokens skip the experts (their hidden state is zero)."""
+        [B, L] bool, False at padding: those tokens skip the experts (their hidden state is zero).
+        positions: [B, L] RoPE positions, or None for no rotation. shared: h holds one guidance
+        branch's rows, the same input for `shared` branches: the first layer's projections run
+        once for all of them and the output has shared * B rows (the routing must be a block one)."""
         routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen, valid)
-        rope = self.rope(positions, h.dtype)
+        if shared > 1 and routing.block is None and not routing.all_gen and routing.und is not None:
+            raise ValueError("shared rows need a routing that does not index tokens (a block layout)")
+        rope = self.rope(positions, h.dtype) if positions is not None else None
         captured = None
         for i, layer in enumerate(self.layers):
-            h = layer(h, routing, rope, mask, cache, i, freeze_und)
+            h = layer(h, routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1)
             if capture_layer == i + 1:
                 captured = h
         return h, captured

@@ -1,0 +1,90 @@
+"""Routing of tokens to the two experts: the block fast path (slices) must give exactly what the
+index gather-scatter gives, in outputs and gradients; shared guidance rows and the sampler's folded
+rotation must change no number."""
+
+import pytest
+import torch
+
+from unixcxr.inference.images import encode_prompts, fold_block_rotation
+from unixcxr.model.embedders import apply_rotary
+from unixcxr.model.mot import Routing
+from unixcxr.model.sequence import LATENT, collate, generation_layout
+
+
+def _index_routing(is_gen: torch.Tensor) -> Routing:
+    flat = is_gen.reshape(-1)
+    return Routing(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
+
+
+def test_a_latent_block_at_the_same_columns_is_routed_by_slices():
+    is_gen = torch.zeros(3, 10, dtype=torch.bool)
+    is_gen[:, 4:9] = True
+    assert Routing.from_mask(is_gen).block == (4, 9)
+    ragged = is_gen.clone()
+    ragged[1, 8] = False  # rows differ: the index path
+    assert Routing.from_mask(ragged).block is None and Routing.from_mask(ragged).gen is not None
+    holed = is_gen.clone()
+    holed[:, 6] = False  # two runs in a row: the index path
+    assert Routing.from_mask(holed).block is None
+    padded = torch.ones(3, 10, dtype=torch.bool)
+    padded[0, 0] = False
+    assert Routing.from_mask(is_gen, valid=padded).block is None  # padding is never routed
+
+
+def test_block_routing_equals_index_routing_in_outputs_and_gradients(tiny_model):
+    torch.manual_seed(3)
+    s = tiny_model.config.tokens
+    batch = collate([generation_layout(s, [30, 31, 32], 16), generation_layout(s, [33, 34, 35], 16)])
+    is_gen = batch.kind == LATENT
+    block = Routing.from_mask(is_gen)
+    assert block.block is not None
+    latents = torch.randn(2, 16, tiny_model.config.llm.hidden_size)
+    mask = batch.attention_mask()
+    results = []
+    for routing in (block, _index_routing(is_gen)):
+        tiny_model.zero_grad()
+        h0 = tiny_model.embed(batch, latent_tokens=latents, freeze_und=True)
+        out, _ = tiny_model.run_layers(h0, routing, batch.position, mask, freeze_und=True)
+        out[is_gen].square().sum().backward()
+        grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
+        results.append((out.detach(), grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.allclose(out_a, out_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    assert not any(".und." in n for n in grads_a)  # the frozen und expert gets no gradient either way
+    for n in grads_a:
+        assert torch.allclose(grads_a[n], grads_b[n], atol=1e-5), n
+    tiny_model.zero_grad()
+
+
+def test_shared_first_layer_rows_equal_repeated_rows(tiny_model):
+    torch.manual_seed(4)
+    s = tiny_model.config.tokens
+    batch = collate([generation_layout(s, [30, 31], 16)] * 2)
+    routing = Routing.from_mask(batch.kind == LATENT)
+    h = torch.randn(2, batch.shape[1], tiny_model.config.llm.hidden_size)
+    mask = batch.attention_mask().repeat(3, 1, 1, 1)
+    positions = batch.position.repeat(3, 1)
+    with torch.no_grad():
+        shared, _ = tiny_model.run_layers(h, routing, positions, mask, shared=3)
+        repeated, _ = tiny_model.run_layers(h.repeat(3, 1, 1), routing, positions, mask)
+    assert shared.shape == repeated.shape == (6, batch.shape[1], h.shape[-1])
+    assert torch.allclose(shared, repeated, atol=1e-6)
+    with pytest.raises(ValueError, match="block layout"):
+        tiny_model.run_layers(h, _index_routing(batch.kind == LATENT), positions, mask, shared=3)
+
+
+def test_folded_rotation_gives_the_attention_scores_of_rotated_queries_and_keys(tiny_model):
+    torch.manual_seed(5)
+    cache = encode_prompts(tiny_model, [[30, 31, 32, 33], [34]], 16)
+    d = tiny_model.config.llm.head_dim
+    L = cache.kv.length
+    # undo the fold to get the keys as the prompt run wrote them (R_j k_j), then compare scores
+    folded = cache.kv.k[0, :, :, :L].clone()
+    fold_block_rotation(tiny_model, cache.kv, -cache.next_position)  # turns them back by R_{+p}
+    original = cache.kv.k[0, :, :, :L]
+    q = torch.randn(folded.shape[0], folded.shape[1], 5, d)  # block queries, before any rotation
+    cos, sin = tiny_model.rope(cache.next_position[:, None].expand(-1, 5), torch.float32)
+    q_rotated = apply_rotary(q.transpose(1, 2), cos, sin).transpose(1, 2)  # R_p q
+    assert torch.allclose(q @ folded.transpose(-1, -2), q_rotated @ original.transpose(-1, -2), atol=1e-5)
+    assert not torch.allclose(folded, original, atol=1e-3)  # the fold did turn the keys
