@@ -21,11 +21,22 @@ FULL_ATTENTION = "full"  # mask value: every query sees every key (no mask tenso
 
 class RMSNorm(nn.RMSNorm):
     """RMSNorm computed in float32 whatever the activation dtype (as LLaMA does): under bf16
-    autocast the fp32 weight would otherwise push torch off its fused kernel."""
+    autocast the fp32 weight would otherwise push torch off its fused kernel. Without autograd on
+    a CPU, where F.rms_norm is not fused (square, mean, add, rsqrt, two products: a pass over x
+    each), the mean square comes from one vector_norm reduction instead: 2.9x faster at
+    [1032, 384], 6.4x at the QK-norm's [6192, 64] (2 cores; same numbers to 3e-6). With autograd
+    its longer backward cancels the gain (training steps 0.95-1.09x), so training keeps F.rms_norm."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight.float() if self.weight is not None else None
-        return F.rms_norm(x.float(), self.normalized_shape, weight, self.eps).to(x.dtype)
+        xf = x.float()
+        if x.device.type != "cpu" or torch.is_grad_enabled() or len(self.normalized_shape) != 1:
+            return F.rms_norm(xf, self.normalized_shape, weight, self.eps).to(x.dtype)
+        n = self.normalized_shape[0]
+        eps = torch.finfo(torch.float32).eps if self.eps is None else self.eps
+        scale = torch.rsqrt(torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square() / n + eps)
+        out = xf * scale
+        return (out * weight if weight is not None else out).to(x.dtype)
 
 
 DECODE_QUERY_LIMIT = 4  # up to this many queries over a longer cache, plain matmul attention is faster
