@@ -9,7 +9,6 @@ import torch
 
 from benchmarks.common import machine, print_table, random_model, timed
 from unixcxr.inference.report import DecodingSettings, generate_reports, generate_reports_uncached
-from unixcxr.model import linear
 
 PROMPT = list(range(10, 40))  # a 30-token instruction
 
@@ -37,13 +36,6 @@ def main(quick: bool = False, preset: str = "small") -> dict:
     t_b1 = t_short
     t_b8 = per_token_seconds(model, 8, short, repeat)
     t_b16 = per_token_seconds(model, 16, short, repeat)
-    limit, linear.ROW_LIMIT = linear.ROW_LIMIT, 0  # the plain nn.Linear product (x @ W^T) everywhere
-    try:
-        plain_b1 = per_token_seconds(model, 1, short, repeat)
-        plain_b16 = per_token_seconds(model, 16, short, repeat)
-    finally:
-        linear.ROW_LIMIT = limit
-
     n_uncached = 64 if quick else 256
     images = torch.randn(1, 3, model.config.vision.image_size, model.config.vision.image_size)
     settings = DecodingSettings(max_new_tokens=n_uncached, ignore_eos=True)
@@ -59,16 +51,12 @@ def main(quick: bool = False, preset: str = "small") -> dict:
         "batch8_vs_batch1_throughput": 8 * t_b1 / t_b8,
         "batch16_vs_batch1_throughput": 16 * t_b1 / t_b16,
         f"cached_vs_uncached_speedup_at_{n_uncached}": uncached / cached,
-        "transposed_weight_speedup_batch1": plain_b1 / t_b1,
-        "transposed_weight_speedup_batch16": plain_b16 / t_b16,
     }
     print_table(f"report decoding ({preset} preset, {machine()})", [
         ("per-token time at 32 tokens", f"{1e3 * t_short:.2f} ms"),
         (f"per-token time at {long} tokens", f"{1e3 * t_long:.2f} ms  (ratio {t_long / t_short:.2f}, target <= 1.3)"),
         ("batch 8 / batch 1 throughput", f"{8 * t_b1 / t_b8:.2f}x  (target >= 4x)"),
         ("batch 16 / batch 1 throughput", f"{16 * t_b1 / t_b16:.2f}x  (target >= 8x)"),
-        ("cached W^T vs nn.Linear, batch 1 / 16",
-         f"{plain_b1 / t_b1:.2f}x / {plain_b16 / t_b16:.2f}x faster per token (model/linear.py)"),
         (f"cached vs uncached, {n_uncached} tokens",
          f"{uncached / cached:.1f}x faster ({cached:.2f} s vs {uncached:.2f} s)"),
     ])

@@ -82,8 +82,8 @@ def fold_block_rotation(model: UniX, kv: KVCache, block_position: torch.Tensor) 
 
 
 class VelocityStep:
-    """One sampler step for a fixed set of branches, prepared once: marker embeddings, routing,
-    positions and mask never change between steps, so a call does device work only (no host
+    """One sampler step for a fixed set of branches, prepared once: marker embeddings, routing
+    and mask never change between steps, so a call does device work only (no host
     synchronisation), which also lets it be captured in a CUDA graph."""
 
     def __init__(self, model: UniX, cache: PromptCache, batch: int, grid: tuple[int, int],
