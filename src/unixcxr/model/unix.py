@@ -32,6 +32,12 @@ def is_gen_parameter(name: str) -> bool:
     return name.startswith(GEN_PREFIXES) or (name.startswith("layers.") and ".gen." in name)
 
 
+def select_rows(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """h[mask] for h [B, L, D] and mask [B, L] bool, as an index_select: its backward is an index_add
+    (on a CPU 5x faster than the index_put that boolean indexing's backward runs)."""
+    return h.reshape(-1, h.shape[-1]).index_select(0, mask.reshape(-1).nonzero().squeeze(1))
+
+
 def patchify(latents: torch.Tensor) -> torch.Tensor:
     # [N, C, h, w] -> [N, h * w, C] (row-major: token index = row * w + col); latent patch size 1
     return latents.flatten(2).transpose(1, 2)
@@ -215,14 +221,14 @@ class UniX(nn.Module):
         losses = {}
         has_labels = batch.labels != IGNORE
         if has_labels.any():
-            logits = self.text_logits(h[has_labels])
+            logits = self.text_logits(select_rows(h, has_labels))
             losses["ce"] = F.cross_entropy(logits.float(), batch.labels[has_labels])
         if latents is not None:
             is_latent = batch.kind == LATENT
-            pred = self.velocity(h[is_latent]).float()
+            pred = self.velocity(select_rows(h, is_latent)).float()
             losses["mse"] = F.mse_loss(pred, target.reshape(-1, target.shape[-1]).float())
             if repa_target is not None:
-                losses["repa"] = self.repa_loss(captured[is_latent], repa_target, latents.shape[-2:])
+                losses["repa"] = self.repa_loss(select_rows(captured, is_latent), repa_target, latents.shape[-2:])
         total = sum(v * (self.config.gen.repa_weight if k == "repa" else 1.0) for k, v in losses.items())
         losses["loss"] = total
         return losses
