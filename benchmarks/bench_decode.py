@@ -36,6 +36,7 @@ def main(quick: bool = False, preset: str = "small") -> dict:
     t_b1 = t_short
     t_b8 = per_token_seconds(model, 8, short, repeat)
     t_b16 = per_token_seconds(model, 16, short, repeat)
+
     n_uncached = 64 if quick else 256
     images = torch.randn(1, 3, model.config.vision.image_size, model.config.vision.image_size)
     settings = DecodingSettings(max_new_tokens=n_uncached, ignore_eos=True)
