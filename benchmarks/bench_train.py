@@ -4,7 +4,7 @@ against the measured matmul peak), and checkpoint save/load time.
 
     python -m benchmarks.bench_train                 # small preset (the CPU recipe's sizes)
     python -m benchmarks.bench_train --preset tiny --quick
-    python -m benchmarks.bench_train --compile       # also eager vs torch.compile (minutes of compiling)
+    python -m benchmarks.bench_train --compile       # also eager vs regional torch.compile (~1 min compiling)
 """
 
 from __future__ import annotations
@@ -65,13 +65,14 @@ def bench_stage(model: UniX, stage: str, build, micro: int, steps: int, folder: 
     peak sample of the same stretch of time (the peak gets more tries: a conservative ratio)."""
     spec, repa = SPECS[stage], stage == "gen_pretrain"
     params = set_trainable(model, spec, repa)
-    loss = ModelLoss(model, spec, torch.device("cpu"), VitRepaEncoder(model) if repa else None)
+    encoder = VitRepaEncoder(model) if repa else None
+    loss = ModelLoss(model, spec, torch.device("cpu"), encoder)
     settings = LoopSettings(steps=steps + 1, lr=1e-4, ema=0.99, progress=False, log_every=10**9,
                             checkpoint_every=0)
     trainer = Trainer(model, params, loss, settings, DistEnv(), folder / stage, {"config": model.config.to_dict(),
                                                                                  "stage": stage, "recipe": {}})
     micros = list(with_flops((build(0, k, list(range(k * micro % ITEMS, k * micro % ITEMS + micro)))
-                              for k in range(steps + 1)), model, spec.freeze_und))
+                              for k in range(steps + 1)), model, spec.freeze_und, encoder))
     trainer.train_step([micros[0]])  # warm-up
     peaks, seconds = [peak_sample()], []
     for m in micros[1:]:
@@ -131,12 +132,15 @@ def main(quick: bool = False, preset: str = "small", compile: bool = False) -> d
                 rows.append((f"{stage} packed rows", f"{p['step_s']:.3f} s, {p['tokens_per_s']:,.0f} tokens/s, "
                                                      f"MFU {p['mfu']:.1%}, packed/padded step time "
                                                      f"{p['step_s'] / r['step_s']:.2f}"))
-        if compile:  # torch.compile (inductor, dynamic shapes) against the eager und_sft step above
-            model.compile(dynamic=True)
-            c = bench_stage(model, "und_sft", builders(config)["und_sft"], micro, steps, Path(tmp))
-            results["und_sft"]["compiled"] = c
-            rows.append(("und_sft compiled", f"{c['step_s']:.3f} s, MFU {c['mfu']:.1%}, compiled/eager step time "
-                                             f"{c['step_s'] / results['und_sft']['step_s']:.2f}"))
+        if compile:  # regional torch.compile (inductor, dynamic shapes) against the eager steps above
+            model.compile_regions()
+            for stage, build in builders(config).items():
+                if stage == "gen_pretrain":
+                    model.init_gen_from_und()
+                c = bench_stage(model, stage, build, micro, steps, Path(tmp))
+                results[stage]["compiled"] = c
+                rows.append((f"{stage} compiled", f"{c['step_s']:.3f} s, MFU {c['mfu']:.1%}, eager/compiled step "
+                                                  f"time {results[stage]['step_s'] / c['step_s']:.2f}x"))
     print_table(f"training, preset {preset}", rows)
     return results
 
@@ -146,7 +150,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer steps (CI smoke run)")
     parser.add_argument("--preset", default="small", help="model preset (default small)")
     parser.add_argument("--compile", action="store_true",
-                        help="also time the und_sft step under torch.compile (minutes of compiling on a CPU; "
-                             "with torch 2.14.1 on CPU the dynamic-shape backward fails an inductor stride check)")
+                        help="also time every stage with each expert's token-wise regions under torch.compile "
+                             "(UniX.compile_regions; about a minute of compiling on 2 CPU cores)")
     args = parser.parse_args()
     main(quick=args.quick, preset=args.preset, compile=args.compile)

@@ -96,6 +96,14 @@ class Expert(nn.Module):
         x = x + self.o_proj(attn)
         return x + self.mlp(self.mlp_norm(x))
 
+    def compile(self, **kwargs) -> None:
+        """torch.compile the two token-wise regions, `qkv` and `update` (kwargs go to torch.compile).
+        They take [N, H] rows of any N and hold everything but attention and routing: inductor fuses
+        their norms, SwiGLU and residual adds around the GEMMs. Every expert runs the same code, so
+        one graph serves all of them (parameters are graph inputs)."""
+        self.qkv = torch.compile(self.qkv, **kwargs)
+        self.update = torch.compile(self.update, **kwargs)
+
 
 @dataclass
 class Routing:

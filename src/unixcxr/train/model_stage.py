@@ -72,7 +72,7 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     trainable = set_trainable(model, spec, stage.repa)
     repa_encoder = build_repa_encoder(ctx.recipe.repa_encoder, model, ctx.device) if stage.repa else None
     if rt.compile:
-        model.compile(dynamic=True)
+        model.compile_regions()
     strategy = choose_strategy(rt.strategy, env, config.name)
     units = [*model.layers, *model.vit.vision_tower.blocks, model.vit]
     wrapped = wrap(model, strategy, env, units)
@@ -94,7 +94,7 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     if resume:
         trainer.resume(config, name, stage)
     stream = micro_batches(plan, build, trainer.step, stage.steps, rt.num_workers)
-    last = trainer.fit(with_flops(stream, model, spec.freeze_und))
+    last = trainer.fit(with_flops(stream, model, spec.freeze_und, repa_encoder))
 
     export(ctx, model, trainer)
     if env.is_main:

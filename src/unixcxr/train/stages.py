@@ -100,6 +100,9 @@ class VitRepaEncoder(nn.Module):
     def dim(self) -> int:
         return self.vit.cfg.width
 
+    def flops_per_image(self) -> float:
+        return self.vit.flops_per_image()
+
     @torch.no_grad()
     def forward(self, films: torch.Tensor) -> torch.Tensor:
         # films: [N, S, S] in [0, 1] -> [N, (S / p)^2, width]
@@ -128,6 +131,13 @@ class DinoRepaEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return self.net.config.hidden_size
+
+    def flops_per_image(self) -> float:
+        """Forward FLOPs at SIZE px: 2 per weight per token plus attention's two products."""
+        c = self.net.config
+        tokens = (self.SIZE // c.patch_size) ** 2 + self.skip
+        weights = sum(p.numel() for p in self.net.parameters())
+        return 2.0 * weights * tokens + 4.0 * c.num_hidden_layers * tokens ** 2 * c.hidden_size
 
     @torch.no_grad()
     def forward(self, films: torch.Tensor) -> torch.Tensor:
@@ -172,9 +182,14 @@ class ModelLoss:
                           freeze_und=self.spec.freeze_und, generator=generator)
 
 
-def with_flops(micros, model: UniX, freeze_und: bool):
+def with_flops(micros, model: UniX, freeze_und: bool, repa_encoder: nn.Module | None = None):
     """Fill in each micro-batch's training FLOPs from the network's own count for that batch (forward
-    only where gradients stop, no lm_head where no token is supervised, the ViT where images are)."""
+    only where gradients stop, no lm_head where no token is supervised, the ViT where images are),
+    plus the frozen REPA encoder's forward on the batch's films (counted as the frozen ViT is)."""
+    per_film = repa_encoder.flops_per_image() if repa_encoder is not None else 0.0
     for micro in micros:
         micro.flops = model.step_flops(micro.data.batch.sequence, freeze_und)
+        films = micro.data.repa_images
+        if per_film and films is not None:
+            micro.flops += per_film * films.shape[0]
         yield micro
