@@ -2,11 +2,13 @@
 forward, no pass whose scale is 1, the block's RoPE folded into the cached keys, the branches'
 shared first-layer projections run once) vs the released scheme (whole sequence re-run per step, three
 passes inside the guidance interval, one sample at a time). Same noise: outputs must be identical.
-Target (issue 2 / 9): >= 2x faster."""
+Target (issue 2 / 9): >= 2x faster. Then ours alone: seconds per image against the number of steps,
+the resolution (latent grid) and the batch size (throughput)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 
@@ -50,7 +52,37 @@ def main(quick: bool = False, preset: str = "small", prompt_tokens: int = 120, b
                                             "per token)"),
         ("max |difference| of latents", f"{max_diff:.1e}"),
     ])
+    results["sweep"] = sweep(model, settings, reports[0], quick)
     return results
+
+
+def sweep(model, base: SamplerSettings, report: list[int], quick: bool) -> dict:
+    """Ours only, one report repeated: s / image against steps (at the model's grid, batch 1), against
+    the latent grid (at a quarter of the steps' grid points) and against the batch (throughput)."""
+    cfg, C = model.config, model.config.vae.latent_channels
+    grid, px = cfg.latent_grid, cfg.vae.downsample
+
+    def per_image(points: int, side: int, batch: int) -> float:
+        settings = dataclasses.replace(base, num_points=points)
+        noise = torch.randn(batch, C, side, side, generator=torch.Generator().manual_seed(1))
+        return timed(lambda: generate_latents(model, [report] * batch, settings, (side, side), noise=noise),
+                     repeat=1 if quick else 2) / batch
+
+    points = [6, 11] if quick else [11, 26, 50]
+    few = points[0] if quick else 26
+    sides = sorted({max(2, grid // 2), grid})
+    batches = [1, 4] if quick else [1, 4, 8]
+    out = {"steps": {p - 1: per_image(p, grid, 1) for p in points},
+           "grid": {side: per_image(few, side, 1) for side in sides},
+           "batch": {b: per_image(few, grid, b) for b in batches}}
+    rows = [(f"{steps} steps, {grid * px} px, batch 1", f"{s:.2f} s / image") for steps, s in out["steps"].items()]
+    rows += [(f"{side * px} px ({side * side} latent tokens), {few - 1} steps", f"{s:.2f} s / image")
+             for side, s in out["grid"].items()]
+    one = out["batch"][1]
+    rows += [(f"batch {b}, {few - 1} steps, {grid * px} px", f"{s:.2f} s / image ({one / s:.2f}x batch 1's throughput)")
+             for b, s in out["batch"].items()]
+    print_table("our sampler: steps, resolution, batch", rows)
+    return out
 
 
 def token_ratio(settings: SamplerSettings, prompt_lengths: list[int], latent_tokens: int) -> float:
