@@ -97,12 +97,29 @@ class Expert(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
     def compile(self, **kwargs) -> None:
-        """torch.compile the two token-wise regions, `qkv` and `update` (kwargs go to torch.compile).
-        They take [N, H] rows of any N and hold everything but attention and routing: inductor fuses
-        their norms, SwiGLU and residual adds around the GEMMs. Every expert runs the same code, so
-        one graph serves all of them (parameters are graph inputs)."""
-        self.qkv = torch.compile(self.qkv, **kwargs)
-        self.update = torch.compile(self.update, **kwargs)
+        """torch.compile the two token-wise regions, `qkv` and `update`, for training (kwargs go to
+        torch.compile). They see contiguous [N, H] rows of any N and hold everything but attention
+        and routing: inductor fuses their norms, SwiGLU and residual adds around the GEMMs. Every
+        expert runs the same code, so one graph serves all of them (parameters are graph inputs).
+        Calls without autograd (validation, inference, a frozen expert) stay eager: their grad mode,
+        N = 1 rows and view layouts would each make a new graph, and the recompile limit is 8."""
+        eager_qkv, eager_update = self.qkv, self.update
+        qkv, update = torch.compile(eager_qkv, **kwargs), torch.compile(eager_update, **kwargs)
+
+        def rows(t: torch.Tensor) -> torch.Tensor:  # [..., D] -> contiguous [N, D]: one rank, one layout
+            return t.reshape(-1, t.shape[-1]).contiguous()
+
+        def compiled_qkv(x: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                return eager_qkv(x)
+            return qkv(rows(x)).view(*x.shape[:-1], -1)
+
+        def compiled_update(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                return eager_update(x, attn)
+            return update(rows(x), rows(attn)).view(*x.shape[:-1], -1)
+
+        self.qkv, self.update = compiled_qkv, compiled_update
 
 
 @dataclass
