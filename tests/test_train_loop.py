@@ -225,3 +225,15 @@ def test_a_steps_flop_estimate_is_what_torch_counts_it_does(stage):
     assert 0.85 < estimate / counted < 1.2  # measured 1.11 / 0.97
     if repa:
         assert estimate - without_encoder == encoder.flops_per_image() * micro.data.repa_images.shape[0]
+
+
+def test_a_dino_repa_encoders_flops_per_film_times_films_is_what_torch_counts_for_a_batch(tmp_path):
+    pytest.importorskip("transformers")
+    from test_image_metrics import save_tiny_rad_dino
+    from unixcxr.train.mfu import count_training_flops
+    from unixcxr.train.stages import DinoRepaEncoder
+
+    save_tiny_rad_dino(tmp_path / "rad-dino")
+    encoder = DinoRepaEncoder(tmp_path / "rad-dino")
+    counted = count_training_flops(lambda: encoder(torch.rand(3, 64, 64)))  # forward only (no_grad)
+    assert encoder.flops_per_image() * 3 == pytest.approx(counted, rel=1e-6) and counted > 0

@@ -133,11 +133,13 @@ class DinoRepaEncoder(nn.Module):
         return self.net.config.hidden_size
 
     def flops_per_image(self) -> float:
-        """Forward FLOPs at SIZE px: 2 per weight per token plus attention's two products."""
-        c = self.net.config
-        tokens = (self.SIZE // c.patch_size) ** 2 + self.skip
-        weights = sum(p.numel() for p in self.net.parameters())
-        return 2.0 * weights * tokens + 4.0 * c.num_hidden_layers * tokens ** 2 * c.hidden_size
+        """Forward FLOPs of one film, counted by torch's FlopCounterMode over one real forward; cached."""
+        if getattr(self, "_flops", None) is None:
+            from unixcxr.train.mfu import count_training_flops
+
+            device = next(self.net.parameters()).device
+            self._flops = count_training_flops(lambda: self(torch.zeros(1, self.SIZE, self.SIZE, device=device)))
+        return self._flops
 
     @torch.no_grad()
     def forward(self, films: torch.Tensor) -> torch.Tensor:
