@@ -150,7 +150,7 @@ def make_step(model, batch, params, opt, device, freeze_und):
     return step
 
 
-def train_checks(model, device, out, peak, quick):
+def train_checks(model, device, out, peak, quick, key="training"):
     """One optimizer step per stage shape, bf16 autocast over fp32 master weights."""
     cfg = model.config
     model = model.float().train()
@@ -193,7 +193,7 @@ def train_checks(model, device, out, peak, quick):
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else None,
         }
         del opt, step
-    out["training"] = results
+    out[key] = results
 
 
 def main():
@@ -202,6 +202,9 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip", default="", help="comma list of: decode,image,train")
+    parser.add_argument("--compile", action="store_true",
+                        help="after the eager training steps, time them again under UniX.compile_regions "
+                             "(minutes of inductor compiling)")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -222,6 +225,10 @@ def main():
         if "train" not in skip:
             train_checks(model, device, out, peak, args.quick)
             print("train done", round(time.time() - t0), "s", flush=True)
+            if args.compile:
+                model.compile_regions()
+                train_checks(model, device, out, peak, args.quick, key="training_compiled")
+                print("compiled train done", round(time.time() - t0), "s", flush=True)
     out["wall_seconds"] = time.time() - t0
     path = Path(os.environ.get("OUT", ".")) / "gpu_model_check.json"
     path.write_text(json.dumps(out, indent=2))
