@@ -103,23 +103,17 @@ class Expert(nn.Module):
         expert runs the same code, so one graph serves all of them (parameters are graph inputs).
         Calls without autograd (validation, inference, a frozen expert) stay eager: their grad mode,
         N = 1 rows and view layouts would each make a new graph, and the recompile limit is 8."""
-        eager_qkv, eager_update = self.qkv, self.update
-        qkv, update = torch.compile(eager_qkv, **kwargs), torch.compile(eager_update, **kwargs)
 
-        def rows(t: torch.Tensor) -> torch.Tensor:  # [..., D] -> contiguous [N, D]: one rank, one layout
-            return t.reshape(-1, t.shape[-1]).contiguous()
+        def when_training(eager, compiled):
+            def run(*tensors: torch.Tensor) -> torch.Tensor:
+                if not torch.is_grad_enabled():
+                    return eager(*tensors)
+                rows = (t.reshape(-1, t.shape[-1]).contiguous() for t in tensors)  # one rank, one layout
+                return compiled(*rows).view(*tensors[0].shape[:-1], -1)
+            return run
 
-        def compiled_qkv(x: torch.Tensor) -> torch.Tensor:
-            if not torch.is_grad_enabled():
-                return eager_qkv(x)
-            return qkv(rows(x)).view(*x.shape[:-1], -1)
-
-        def compiled_update(x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-            if not torch.is_grad_enabled():
-                return eager_update(x, attn)
-            return update(rows(x), rows(attn)).view(*x.shape[:-1], -1)
-
-        self.qkv, self.update = compiled_qkv, compiled_update
+        self.qkv = when_training(self.qkv, torch.compile(self.qkv, **kwargs))
+        self.update = when_training(self.update, torch.compile(self.update, **kwargs))
 
 
 @dataclass
