@@ -27,21 +27,30 @@ def test_a_latent_block_at_the_same_columns_is_routed_by_slices():
     holed[:, 6] = False  # two runs in a row: the index path
     assert Routing.from_mask(holed).block is None
     padded = torch.ones(3, 10, dtype=torch.bool)
-    padded[0, 0] = False
-    assert Routing.from_mask(is_gen, valid=padded).block is None  # padding is never routed
+    padded[0, 0] = False  # padding outside the block: the block stays, und rows are indexed without it
+    routing = Routing.from_mask(is_gen, valid=padded)
+    assert routing.block == (4, 9) and routing.gen is None
+    assert routing.und.tolist() == [k for k in range(3 * 5) if k != 0]  # the 5 non-block columns of each row
 
 
-def test_block_routing_equals_index_routing_in_outputs_and_gradients(tiny_model):
+def _index_routing_of(is_gen: torch.Tensor, valid: torch.Tensor) -> Routing:
+    flat, keep = is_gen.reshape(-1), valid.reshape(-1)
+    return Routing(und=(~flat & keep).nonzero().squeeze(1), gen=(flat & keep).nonzero().squeeze(1))
+
+
+@pytest.mark.parametrize("prompts", [([30, 31, 32], [33, 34, 35]), ([30, 31, 32, 36, 37], [33])],
+                         ids=["same-length", "left-padded"])
+def test_block_routing_equals_index_routing_in_outputs_and_gradients(tiny_model, prompts):
     torch.manual_seed(3)
     s = tiny_model.config.tokens
-    batch = collate([generation_layout(s, [30, 31, 32], 16), generation_layout(s, [33, 34, 35], 16)])
-    is_gen = batch.kind == LATENT
-    block = Routing.from_mask(is_gen)
-    assert block.block is not None
+    batch = collate([generation_layout(s, p, 16) for p in prompts], left_pad=True)
+    is_gen, valid = batch.kind == LATENT, batch.segment >= 0
+    block = Routing.from_mask(is_gen, valid)
+    assert block.block is not None and (block.und is None) == bool(valid.all())
     latents = torch.randn(2, 16, tiny_model.config.llm.hidden_size)
     mask = batch.attention_mask()
     results = []
-    for routing in (block, _index_routing(is_gen)):
+    for routing in (block, _index_routing_of(is_gen, valid)):
         tiny_model.zero_grad()
         h0 = tiny_model.embed(batch, latent_tokens=latents, freeze_und=True)
         out, _ = tiny_model.run_layers(h0, routing, batch.position, mask, freeze_und=True)

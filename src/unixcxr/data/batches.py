@@ -72,7 +72,9 @@ def make_batch(config: UniXConfig, understanding: list[UnderstandingExample] = (
     if pack_to:
         sequence, order = pack(layouts, pack_to)
     else:
-        sequence, order = collate(layouts), list(range(len(layouts)))
+        # generation alone pads on the left: every row's latent block then sits at the same columns
+        # and reaches the gen expert as a slice (Routing.block), not by index gathers
+        sequence, order = collate(layouts, left_pad=n_und == 0), list(range(len(layouts)))
     und_order = [i for i in order if i < n_und]
     gen_order = [i - n_und for i in order if i >= n_und]
     images = torch.stack([understanding[i].image for i in und_order]) if und_order else None

@@ -121,13 +121,15 @@ class Routing:
     """Which flattened tokens ([B * L]) go to which expert, padding to neither: the projections and
     MLPs (nearly all of a step's FLOPs) run on real tokens only. The all-und / all-gen cases without
     padding skip the gather-scatter entirely (text decoding, latent-only steps), and so does a latent
-    block at the same columns of every row (`block`: slices instead of index gathers; a generation
-    sequence [bos] text [eos] [soi] latents [eoi] and the sampler's [soi] latents [eoi] are such)."""
+    block at the same columns of every row (`block`: slices instead of index gathers; the sampler's
+    [soi] latents [eoi] and a generation batch padded on the left, [pad..] [bos] text [eos] [soi]
+    latents [eoi], are such). With padding outside the block, `und` indexes the real tokens of the
+    other columns: the gen expert, the one a generation stage trains, still sees a plain slice."""
 
-    und: torch.Tensor | None  # indices, or None when every token is und
-    gen: torch.Tensor | None  # indices, or None when no token is gen
+    und: torch.Tensor | None  # indices (into the non-block columns with a block), None: every such token is und
+    gen: torch.Tensor | None  # indices, or None when no token is gen or the gen tokens are the block
     all_gen: bool = False
-    block: tuple[int, int] | None = None  # gen = columns [a, b) of every row, und = the rest; no padding
+    block: tuple[int, int] | None = None  # gen = columns [a, b) of every row, und = the rest
 
     @classmethod
     def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
@@ -140,9 +142,14 @@ class Routing:
                 return cls(und=None, gen=None)
             if n_gen == flat.numel():
                 return cls(und=None, gen=None, all_gen=True)
-            block = cls.shared_block(is_gen)
-            if block is not None:
+        block = cls.shared_block(is_gen)
+        if block is not None:
+            if keep is None:
                 return cls(und=None, gen=None, block=block)
+            a, b = block
+            rest = torch.cat([valid[:, :a], valid[:, b:]], dim=1).reshape(-1)  # padding is never in the block
+            return cls(und=rest.nonzero().squeeze(1), gen=None, block=block)
+        if keep is None:
             return cls(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
         return cls(und=(~flat & keep).nonzero().squeeze(1), gen=(flat & keep).nonzero().squeeze(1))
 
@@ -170,24 +177,33 @@ def route(inputs: tuple[torch.Tensor, ...], routing: Routing, und_fn, gen_fn, ou
     if routing.block is not None:
         a, b = routing.block
         with und_ctx:
-            und_out = und_fn(*(torch.cat([t[:, :a], t[:, b:]], dim=1) for t in inputs))
+            rest = [torch.cat([t[:, :a], t[:, b:]], dim=1) for t in inputs]
+            und_out = und_fn(*rest) if routing.und is None else _rows(und_fn, rest, routing.und, out_dim)
         gen_out = gen_fn(*(t[:, a:b] for t in inputs))
         und_out = und_out.to(gen_out.dtype)
         return torch.cat([und_out[:, :a], gen_out, und_out[:, a:]], dim=1)
     if routing.und is None:
         with und_ctx:
             return und_fn(*inputs)
+    if routing.gen is None or routing.gen.numel() == 0:
+        with und_ctx:
+            return _rows(und_fn, inputs, routing.und, out_dim)
     lead = inputs[0].shape[:-1]
     flat = [t.reshape(-1, t.shape[-1]) for t in inputs]
     with und_ctx:
         und_out = und_fn(*(t.index_select(0, routing.und) for t in flat))
-    if routing.gen is None or routing.gen.numel() == 0:
-        out = und_out.new_zeros(flat[0].shape[0], out_dim).index_copy(0, routing.und, und_out)
-        return out.view(*lead, out_dim)
     gen_out = gen_fn(*(t.index_select(0, routing.gen) for t in flat))
     out = gen_out.new_zeros(flat[0].shape[0], out_dim)
     out = out.index_copy(0, routing.und, und_out.to(gen_out.dtype)).index_copy(0, routing.gen, gen_out)
     return out.view(*lead, out_dim)
+
+
+def _rows(fn, inputs: list[torch.Tensor], index: torch.Tensor, out_dim: int) -> torch.Tensor:
+    """fn on the flattened rows `index` of inputs (each [B, L, D_i]) -> [B, L, out_dim], zeros elsewhere."""
+    flat = [t.reshape(-1, t.shape[-1]) for t in inputs]
+    out = fn(*(t.index_select(0, index) for t in flat))
+    full = out.new_zeros(flat[0].shape[0], out_dim).index_copy(0, index, out)
+    return full.view(*inputs[0].shape[:-1], out_dim)
 
 
 class KVCache:
