@@ -46,8 +46,23 @@ def run_one(name: str, quick: bool, timeout: int) -> dict:
     except subprocess.TimeoutExpired as err:
         status, out = f"timeout after {timeout} s", (err.stdout or b"").decode() if isinstance(err.stdout, bytes) \
             else (err.stdout or "")
-    return {"name": name, "command": " ".join(cmd[1:]), "status": status,
-            "seconds": round(time.perf_counter() - start, 1), "output": out.strip()}
+    return {"name": name, "command": " ".join(cmd[1:]), "mode": "quick" if "--quick" in cmd else "full",
+            "status": status, "seconds": round(time.perf_counter() - start, 1), "output": out.strip()}
+
+
+def entry_mode(r: dict) -> str:
+    """quick or full: what the entry's own run used (entries kept by --only may differ)."""
+    return r.get("mode") or ("quick" if "--quick" in r.get("command", "") else "full")
+
+
+def markdown(meta: dict, results: list[dict]) -> str:
+    modes = sorted({entry_mode(r) for r in results})
+    md = [f"# Benchmarks on {meta['machine']} ({' and '.join(modes)}, {meta['date']})", ""]
+    if len(modes) > 1:
+        md += ["Entries come from runs of both modes (each heading says which); `--only` refreshes single entries.", ""]
+    for r in results:
+        md += [f"## {r['name']} ({entry_mode(r)}, {r['status']}, {r['seconds']} s)", "", "```", r["output"], "```", ""]
+    return "\n".join(md)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -82,13 +97,11 @@ def main() -> int:
         fresh = {r["name"] for r in results}
         kept = [r for r in json.loads(stem.with_suffix(".json").read_text())["benchmarks"] if r["name"] not in fresh]
         results = sorted(kept + results, key=lambda r: discover().index(r["name"]) if r["name"] in discover() else 99)
-    meta = {"machine": machine_name(), "python": platform.python_version(), "mode": "full" if args.full else "quick",
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    modes = {entry_mode(r) for r in results}
+    meta = {"machine": machine_name(), "python": platform.python_version(),
+            "mode": modes.pop() if len(modes) == 1 else "mixed", "date": time.strftime("%Y-%m-%d %H:%M")}
     write_atomic(stem.with_suffix(".json"), json.dumps({**meta, "benchmarks": results}, indent=2))
-    md = [f"# Benchmarks on {meta['machine']} ({meta['mode']}, {meta['date']})", ""]
-    for r in results:
-        md += [f"## {r['name']} ({r['status']}, {r['seconds']} s)", "", "```", r["output"], "```", ""]
-    write_atomic(stem.with_suffix(".md"), "\n".join(md))
+    write_atomic(stem.with_suffix(".md"), markdown(meta, results))
     print(f"\nwrote {stem}.json and {stem}.md")
     return 0 if all(r["status"] == "ok" for r in results) else 1
 

@@ -1,0 +1,40 @@
+"""The benchmark harness: each entry of the results file says which mode (quick or full) its own run
+used, so a table refreshed entry by entry (--only) never passes quick numbers off as full ones."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.run import markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_markdown_entry_names_its_own_mode():
+    meta = {"machine": "m", "date": "2026-12-03 08:00"}
+    results = [{"name": "decode", "command": "-m benchmarks.bench_decode --quick", "status": "ok", "seconds": 1.0,
+                "output": "a"},
+               {"name": "train", "command": "-m benchmarks.bench_train", "mode": "full", "status": "ok",
+                "seconds": 2.0, "output": "b"}]
+    md = markdown(meta, results)
+    assert md.startswith("# Benchmarks on m (full and quick, 2026-12-03 08:00)")
+    assert "## decode (quick, ok, 1.0 s)" in md and "## train (full, ok, 2.0 s)" in md
+    assert "both modes" in md
+    single = markdown(meta, results[1:])
+    assert single.startswith("# Benchmarks on m (full, ") and "both modes" not in single
+
+
+@pytest.mark.slow
+def test_the_harness_runs_a_benchmark_and_writes_both_files(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "vae", "--out",
+                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = tmp_path.glob("*.json")
+    data = json.loads(result.read_text())
+    assert data["mode"] == "quick" and [r["name"] for r in data["benchmarks"]] == ["vae"]
+    entry = data["benchmarks"][0]
+    assert entry["status"] == "ok" and entry["mode"] == "quick" and "channels-last" in entry["output"]
+    md = result.with_suffix(".md").read_text()
+    assert "## vae (quick, ok," in md and "channels-last" in md
