@@ -1,10 +1,12 @@
 """Regional torch.compile (UniX.compile_regions) computes what eager does: training loss and every
 gradient, with one graph per region for all layers, experts and batch shapes (no recompiling per
-batch); calls without autograd (decoding, sampling) stay eager and compile nothing."""
+batch); a generation stage's frozen und expert gets graphs of its own; eval-mode calls (decoding,
+sampling) stay eager and compile nothing."""
 
 import pytest
 import torch
 
+from unixcxr.data.batches import GenerationExample, make_batch
 from unixcxr.flow.sampler import SamplerSettings
 from unixcxr.inference.images import generate_latents
 from unixcxr.inference.report import DecodingSettings, generate_reports
@@ -30,6 +32,19 @@ def _step(model, batch, seed):
     return out["loss"].detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _gen_step(model, n_text, seed):
+    """A generation-stage step: und frozen (no autograd), prompts of two lengths (left padding)."""
+    s = model.config.tokens
+    examples = [GenerationExample(torch.zeros(4, 8, 8), list(range(20, 20 + n)), f"{n}") for n in (3, n_text)]
+    batch = make_batch(model.config, generation=examples, text_dropout=0.0).sequence
+    torch.manual_seed(seed)
+    model.zero_grad(set_to_none=True)
+    out = model(batch, latents=torch.randn(2, 4, 8, 8), freeze_und=True)
+    out["loss"].backward()
+    assert s.pad in batch.tokens[:, 0].tolist()  # padded on the left
+    return out["loss"].detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
 def test_compiled_regions_match_eager_in_training_and_inference():
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -37,14 +52,18 @@ def test_compiled_regions_match_eager_in_training_and_inference():
     torch.nn.init.normal_(model.llm2vae.weight, std=0.02)  # a non-zero velocity head: its gradients flow back
     images, prompts = torch.randn(2, 3, 32, 32), [[5, 6], [7]]
     eager = [_step(model, _mixed_batch(model, n), n) for n in (5, 9, 14)]
+    eager_gen = [_gen_step(model, n, n) for n in (7, 12)]
+    model.eval()
     with torch.no_grad():
         reports = generate_reports(model, images, prompts, DecodingSettings(max_new_tokens=6, ignore_eos=True))
         latents = generate_latents(model, [[30, 31], [32]], SamplerSettings(num_points=4), (8, 8),
                                    noise=torch.randn(2, 4, 8, 8))
 
+    model.train()
     model.compile_regions()
     compiled = [_step(model, _mixed_batch(model, n), n) for n in (5, 9, 14)]  # three batch shapes
-    for (loss_e, grads_e), (loss_c, grads_c) in zip(eager, compiled):
+    compiled_gen = [_gen_step(model, n, n) for n in (7, 12)]
+    for (loss_e, grads_e), (loss_c, grads_c) in zip(eager + eager_gen, compiled + compiled_gen):
         assert torch.allclose(loss_e, loss_c, rtol=1e-5, atol=1e-6)
         assert grads_e.keys() == grads_c.keys()
         for name in grads_e:
@@ -52,7 +71,10 @@ def test_compiled_regions_match_eager_in_training_and_inference():
     frames = torch._dynamo.utils.counters["frames"]
     assert len(model.layers) * 2 == 4
     graphs = frames["ok"]
-    assert 0 < graphs <= 4, dict(frames)  # compiled (not silently eager); a graph per expert would be >= 8
+    assert 0 < graphs <= 8, dict(frames)  # compiled (not silently eager); a graph per expert would be >= 16
+    for _, grads in compiled_gen:
+        assert grads and not any(".und." in n for n in grads)  # the und expert stayed frozen
+    model.eval()
     with torch.no_grad():
         assert generate_reports(model, images, prompts, DecodingSettings(max_new_tokens=6, ignore_eos=True)) == reports
         again = generate_latents(model, [[30, 31], [32]], SamplerSettings(num_points=4), (8, 8),

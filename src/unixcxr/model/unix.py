@@ -103,7 +103,7 @@ class UniX(nn.Module):
         network, whose attention and routing change shape with every batch (a whole-model compile's
         dynamic-shape backward fails an inductor stride check on CPU with torch 2.14). One compile
         (~45 s on 2 CPU cores) serves every layer and batch shape; training steps 1.03-1.20x on CPU.
-        For training: calls without autograd (validation, inference) run eagerly."""
+        For training: eval-mode calls (validation, inference) run eagerly."""
         for layer in self.layers:
             layer.und.compile(dynamic=dynamic, **kwargs)
             layer.gen.compile(dynamic=dynamic, **kwargs)
