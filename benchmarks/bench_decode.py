@@ -28,7 +28,7 @@ def step_seconds(model, batch: int, new_tokens: int, repeat: int) -> list[float]
     """Seconds of decode step k (k = 1 .. new_tokens - 1: the forward of token k and the sampling of
     token k + 1), fastest over `repeat` runs, for a batch of `batch` images."""
     size = model.config.vision.image_size
-    images = torch.randn(batch, 3, size, size)
+    images = torch.randn(batch, 3, size, size, dtype=next(model.parameters()).dtype)
     settings = DecodingSettings(max_new_tokens=new_tokens, ignore_eos=True)
     best = None
     for _ in range(repeat + 1):  # the first run warms the allocator up
