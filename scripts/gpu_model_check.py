@@ -1,7 +1,8 @@
 """One-shot GPU check of the `unix` preset (random weights, bf16): correctness of the fast paths
 against the slow ones on the device, and the numbers of issues 2 and 9 (decode cost vs length and
 batch, seconds per 512 px image, sampler vs the released scheme, training MFU vs the measured
-matmul peak). Prints a table last; writes JSON to $OUT (or ./gpu_model_check.json).
+matmul peak). Writes JSON to $OUT (or ./gpu_model_check.json) after every section, so a timeout or a
+failing section keeps what was measured (failures are recorded under "errors"); prints it last.
 
     python scripts/gpu_model_check.py            # on a GPU machine
     python scripts/gpu_model_check.py --preset tiny --device cpu   # the same code path, in seconds
@@ -215,25 +216,31 @@ def main():
     out["matmul_peak_tflops"] = peak / 1e12
     model = build(args.preset, device, dtype)
     skip = set(args.skip.split(","))
-    with torch.inference_mode(False):
-        if "decode" not in skip:
-            decode_checks(model, device, out, args.quick)
-            print("decode done", round(time.time() - t0), "s", flush=True)
-        if "image" not in skip:
-            image_checks(model, device, out, args.quick)
-            print("image done", round(time.time() - t0), "s", flush=True)
-        if "train" not in skip:
-            train_checks(model, device, out, peak, args.quick)
-            print("train done", round(time.time() - t0), "s", flush=True)
-            if args.compile:
-                model.compile_regions()
-                train_checks(model, device, out, peak, args.quick, key="training_compiled")
-                print("compiled train done", round(time.time() - t0), "s", flush=True)
-    out["wall_seconds"] = time.time() - t0
     path = Path(os.environ.get("OUT", ".")) / "gpu_model_check.json"
-    path.write_text(json.dumps(out, indent=2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sections = [("decode", lambda: decode_checks(model, device, out, args.quick)),
+                ("image", lambda: image_checks(model, device, out, args.quick)),
+                ("train", lambda: train_checks(model, device, out, peak, args.quick))]
+    if args.compile:
+        def compiled():
+            model.compile_regions()
+            train_checks(model, device, out, peak, args.quick, key="training_compiled")
+        sections.append(("compiled train", compiled))
+    with torch.inference_mode(False):
+        for name, run in sections:
+            if name.split()[-1] in skip:
+                continue
+            try:  # one failing section (out of memory, say) must not lose the others' numbers
+                run()
+            except Exception as err:  # noqa: BLE001 - recorded and reported, the next section still runs
+                out.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+            print(name, "done" if name not in out.get("errors", {}) else "FAILED", round(time.time() - t0), "s",
+                  flush=True)
+            out["wall_seconds"] = time.time() - t0
+            path.write_text(json.dumps(out, indent=2))  # after every section: a timeout keeps what was measured
     print(json.dumps(out, indent=2))
-
+    if out.get("errors"):
+        raise SystemExit(f"failed sections: {out['errors']}")
 
 if __name__ == "__main__":
     main()
