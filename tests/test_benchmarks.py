@@ -2,6 +2,7 @@
 used, so a table refreshed entry by entry (--only) never passes quick numbers off as full ones."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,21 @@ def test_the_harness_runs_a_benchmark_and_writes_both_files(tmp_path):
     assert entry["status"] == "ok" and entry["mode"] == "quick" and "channels-last" in entry["output"]
     md = result.with_suffix(".md").read_text()
     assert "## vae (quick, ok," in md and "channels-last" in md
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_its_whole_path_on_a_cpu(tmp_path):
+    """scripts/gpu_model_check.py is run on a lent GPU with minutes to spare: its code path (tiny preset
+    on the CPU) must work before it gets there, and its fast paths must equal the slow ones."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "scripts/gpu_model_check.py", "--preset", "tiny", "--device", "cpu",
+                           "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OUT": str(out)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "gpu_model_check.json").read_text())
+    assert "errors" not in result
+    assert result["decode_cached_equals_uncached_16_tokens"] is True
+    assert result["decode_cached_vs_full_rel_error"] < 1e-4
+    assert result["sampler_rel_difference_vs_released"] < 1e-5
+    assert set(result["training"]) == {"und_sft", "gen_pretrain", "gen_finetune"}
+    assert all(0 < r["mfu_vs_measured_peak"] < 1 for r in result["training"].values())
