@@ -242,5 +242,6 @@ def main():
     if out.get("errors"):
         raise SystemExit(f"failed sections: {out['errors']}")
 
+
 if __name__ == "__main__":
     main()

@@ -149,15 +149,12 @@ class Routing:
             if n_gen == flat.numel():
                 return cls(und=None, gen=None, all_gen=True)
         block = cls.shared_block(is_gen)
-        if block is not None:
-            if keep is None:
-                return cls(und=None, gen=None, block=block)
+        if block is not None:  # padding is never inside the block: index the real tokens of the rest
             a, b = block
-            rest = torch.cat([valid[:, :a], valid[:, b:]], dim=1).reshape(-1)  # padding is never in the block
-            return cls(und=rest.nonzero().squeeze(1), gen=None, block=block)
-        if keep is None:
-            return cls(und=(~flat).nonzero().squeeze(1), gen=flat.nonzero().squeeze(1))
-        return cls(und=(~flat & keep).nonzero().squeeze(1), gen=(flat & keep).nonzero().squeeze(1))
+            rest = None if keep is None else torch.cat([valid[:, :a], valid[:, b:]], dim=1).reshape(-1)
+            return cls(und=None if rest is None else rest.nonzero().squeeze(1), gen=None, block=block)
+        und, gen = (~flat, flat) if keep is None else (~flat & keep, flat & keep)
+        return cls(und=und.nonzero().squeeze(1), gen=gen.nonzero().squeeze(1))
 
     @staticmethod
     def shared_block(is_gen: torch.Tensor) -> tuple[int, int] | None:
