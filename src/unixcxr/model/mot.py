@@ -14,6 +14,7 @@ from torch import nn
 
 from unixcxr.model.config import LanguageConfig
 from unixcxr.model.embedders import apply_rotary
+from unixcxr.model.linear import Linear
 
 FULL_ATTENTION = "full"  # mask value: every query sees every key (no mask tensor needed)
 
@@ -59,9 +60,9 @@ def decode_attention(q, k, v, mask):
 class SwiGLU(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+        self.gate_proj = Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = Linear(intermediate_size, hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -75,12 +76,12 @@ class Expert(nn.Module):
         H, d = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
         self.attn_norm = RMSNorm(H, eps=cfg.rms_norm_eps)
-        self.q_proj = nn.Linear(H, cfg.num_heads * d, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.q_proj = Linear(H, cfg.num_heads * d, bias=cfg.qkv_bias)
+        self.k_proj = Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
+        self.v_proj = Linear(H, cfg.num_kv_heads * d, bias=cfg.qkv_bias)
         self.q_norm = RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(d, eps=cfg.rms_norm_eps) if cfg.qk_norm else nn.Identity()
-        self.o_proj = nn.Linear(cfg.num_heads * d, H, bias=False)
+        self.o_proj = Linear(cfg.num_heads * d, H, bias=False)
         self.mlp_norm = RMSNorm(H, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(H, cfg.intermediate_size)
 

@@ -20,6 +20,7 @@ from unixcxr.model.embedders import (
     RotaryEmbedding,
     TimestepEmbedder,
 )
+from unixcxr.model.linear import Linear
 from unixcxr.model.mot import KVCache, MoTLayer, RMSNorm, Routing
 from unixcxr.model.sequence import IGNORE, LATENT, VIT, SequenceBatch
 from unixcxr.model.vision import VisionEncoder
@@ -65,7 +66,7 @@ class UniX(nn.Module):
         self.layers = nn.ModuleList(MoTLayer(llm) for _ in range(llm.num_layers))
         self.und_norm = RMSNorm(H, eps=llm.rms_norm_eps)
         self.gen_norm = RMSNorm(H, eps=llm.rms_norm_eps)
-        self.lm_head = nn.Linear(H, llm.vocab_size, bias=False)
+        self.lm_head = Linear(H, llm.vocab_size, bias=False)
         # generation adapters
         C = cfg.vae.latent_channels
         self.time_embedder = TimestepEmbedder(H, cfg.gen.timestep_dim)
