@@ -3,9 +3,10 @@ reports: one token per row).
 
 For 9 to 48 rows of fp32 without autograd, MKL's sgemm behind F.linear (x W^T, x of M rows) is
 1.5-2x slower than the same product with the roles swapped, (W x^T)^T: W becomes the tall left
-operand and the M rows the narrow right one. Measured on the 2-core Xeon (Sapphire Rapids) of our
-CI, weights out of cache as in decoding, at M = 16: 1.6x for 384 -> 1024, 2.0x for 1024 -> 384,
-1.4x for the 384 -> 4096 head; at M <= 8 and M >= 64 the plain product is as fast or faster.
+operand and the M rows the narrow right one. Measured on the 2-core Xeon (Sapphire Rapids) of the
+README's CPU numbers, weights out of cache as in decoding, at M = 16: 1.6x for 384 -> 1024, 2.0x
+for 1024 -> 384, 1.4x for the 384 -> 4096 head; at M <= 8 and M >= 64 the plain product is as fast
+or faster.
 The result is the transposed view (copying it back to rows costs more than its consumers lose on
 strides). `benchmarks/bench_decode.py` measures both paths in one run on any machine; set
 SKINNY_ROWS = None to turn the path off. Training, GPUs, other dtypes and compiled graphs always
