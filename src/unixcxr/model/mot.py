@@ -57,6 +57,31 @@ def decode_attention(q, k, v, mask):
     return out.reshape(B, nq, L, d)
 
 
+def causal_prefix(mask: torch.Tensor, is_gen: torch.Tensor) -> int:
+    """The number of leading columns whose queries attend causally (to no later key) and hold no gen
+    token, in every row: a generation layout's padding and text before its image block.
+    mask: [B, 1, L, L] bool; is_gen: [B, L] bool."""
+    L = mask.shape[-1]
+    idx = torch.arange(L, device=mask.device)
+    sees_later = (mask[:, 0] & (idx[None, :] > idx[:, None])).any(dim=2).any(dim=0)  # [L] per query column
+    stop = sees_later | is_gen.any(dim=0)
+    return int(stop.int().argmax()) if bool(stop.any()) else L
+
+
+def prefix_attention(q, k, v, mask, prefix: int, freeze_und: bool) -> torch.Tensor:
+    """Attention where the queries before `prefix` see only the keys before it (causal_prefix): they
+    run over those keys alone, and without autograd when they are a frozen expert's, which is then
+    exact too (their outputs feed only its no-grad update); the rest attend to every key. A
+    generation step's text queries skip the image keys' scores this way, forward and backward.
+    q: [B, nq, L, d]; k, v: [B, nkv, L, d]; mask: [B, 1, L, L] bool -> [B, nq, L, d]."""
+    gqa, c = q.shape[1] != k.shape[1], prefix
+    with torch.no_grad() if freeze_und else nullcontext():
+        head = F.scaled_dot_product_attention(q[:, :, :c], k[:, :, :c], v[:, :, :c],
+                                              attn_mask=mask[..., :c, :c], enable_gqa=gqa)
+    tail = F.scaled_dot_product_attention(q[:, :, c:], k, v, attn_mask=mask[..., c:, :], enable_gqa=gqa)
+    return torch.cat([head, tail], dim=2)
+
+
 class SwiGLU(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
@@ -248,12 +273,14 @@ class MoTLayer(nn.Module):
         self.gen = Expert(cfg)
 
     def forward(self, x, routing: Routing, rope, mask, cache: KVCache | None, layer_idx: int,
-                freeze_und: bool = False, shared: int = 1) -> torch.Tensor:
+                freeze_und: bool = False, shared: int = 1, prefix: int = 0) -> torch.Tensor:
         # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d], or None for no rotation (the sampler's block,
         # whose one shared position is folded into the cached prompt keys)
         # mask: [B, 1, L, Lk] bool (True = attend), None for plain causal, or FULL_ATTENTION
         # shared: x holds the rows of one guidance branch, identical in `shared` branches: the
         # projections run once and the output has shared * B rows, branch-major
+        # prefix: the queries of columns [0, prefix) see only keys before it and are und tokens
+        # (causal_prefix; 0: no split)
         cfg = self.cfg
         nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         qkv = route((x,), routing, self.und.qkv, self.gen.qkv, (nq + 2 * nkv) * d, freeze_und)
@@ -272,6 +299,8 @@ class MoTLayer(nn.Module):
             k, v = cache.write(layer_idx, k, v)
         if L <= DECODE_QUERY_LIMIT and k.shape[2] > L:
             attn = decode_attention(q, k, v, None if isinstance(mask, str) else mask)
+        elif 0 < prefix < L and cache is None:
+            attn = prefix_attention(q, k, v, mask, prefix, freeze_und)
         else:
             attn = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if isinstance(mask, str) else mask, is_causal=mask is None and L > 1,

@@ -21,7 +21,7 @@ from unixcxr.model.embedders import (
     TimestepEmbedder,
 )
 from unixcxr.model.linear import Linear
-from unixcxr.model.mot import KVCache, MoTLayer, RMSNorm, Routing
+from unixcxr.model.mot import KVCache, MoTLayer, RMSNorm, Routing, causal_prefix
 from unixcxr.model.sequence import IGNORE, LATENT, VIT, SequenceBatch
 from unixcxr.model.vision import VisionEncoder
 
@@ -187,9 +187,12 @@ class UniX(nn.Module):
         if shared > 1 and routing.und is not None:  # index routing: its indices fit B * L tokens only
             raise ValueError("shared rows need a routing that does not index tokens (a block layout)")
         rope = self.rope(positions, h.dtype) if positions is not None else None
+        prefix = 0  # leading causal und columns: their queries skip the later keys (mot.prefix_attention)
+        if isinstance(mask, torch.Tensor) and cache is None and not isinstance(is_gen, Routing):
+            prefix = causal_prefix(mask, is_gen)
         captured = None
         for i, layer in enumerate(self.layers):
-            h = layer(h, routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1)
+            h = layer(h, routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1, prefix)
             if capture_layer == i + 1:
                 captured = h
         return h, captured
