@@ -33,9 +33,38 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: [B, L, heads, head_dim]
+    """x * cos + rotate_half(x) * sin for x [..., head_dim] and RotaryEmbedding's cos, sin (their
+    two halves equal), broadcast over x. Each half of the output is one product and one fused
+    multiply-add written in place (4 half-size passes instead of 6 full ones, and no concatenated
+    copy), and its backward is the inverse rotation of the gradient, with only cos and sin kept
+    for it: forward 1.6x, forward + backward 1.2x at a training step's queries (2 CPU cores)."""
+    if cos.requires_grad or sin.requires_grad:
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    half = x.shape[-1] // 2
+    return _Rotate.apply(x, cos[..., :half], sin[..., :half])
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    # [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] (sign -1: the inverse rotation); cos, sin half width
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    out = torch.empty(x.shape, dtype=torch.result_type(x, cos), device=x.device)
+    out1, out2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=out2).addcmul_(x1, sin, value=sign)
+    return out
+
+
+class _Rotate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, sin, -1.0), None, None
 
 
 class TimestepEmbedder(nn.Module):
