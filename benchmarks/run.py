@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["decode", "sampler", "vae", "train", "synthcxr", "loader", "labeler", "image_features", "cleaning", "serve"]
+ORDER = ["decode", "sampler", "vae", "train", "attention", "synthcxr", "loader", "labeler", "image_features",
+         "cleaning", "serve"]
 
 
 def discover() -> list[str]:
