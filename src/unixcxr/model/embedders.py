@@ -37,10 +37,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     two halves equal), broadcast over x. Each half of the output is one product and one fused
     multiply-add written in place (4 half-size passes instead of 6 full ones, and no concatenated
     copy), and its backward is the inverse rotation of the gradient, with only cos and sin kept
-    for it: forward 1.6x, forward + backward 1.2x at a training step's queries (2 CPU cores)."""
-    if cos.requires_grad or sin.requires_grad:
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    for it (positions take no gradient, so neither do cos and sin): forward 1.6x, forward + backward
+    1.2x at a training step's queries (2 CPU cores)."""
     half = x.shape[-1] // 2
     return _Rotate.apply(x, cos[..., :half], sin[..., :half])
 
