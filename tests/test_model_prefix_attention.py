@@ -4,7 +4,7 @@ text queries run over the text keys alone, and the result is the full attention'
 import torch
 import torch.nn.functional as F
 
-from unixcxr.model.mot import Routing, causal_prefix, prefix_attention
+from unixcxr.model.mot import causal_prefix, prefix_attention
 from unixcxr.model.sequence import LATENT, collate, generation_layout, understanding_layout
 
 
@@ -66,12 +66,8 @@ def test_frozen_prefix_gives_the_generation_loss_gradients_of_the_full_attention
 
     def velocity_and_grads(prefix: int | None):
         h = model.embed(batch, None, model.latent_tokens(x_t, t), freeze_und=True)
-        if prefix is None:  # run_layers: finds the prefix itself
-            h, _ = model.run_layers(h, is_gen, batch.position, mask, None, True, valid=batch.segment >= 0)
-        else:
-            routing, rope = Routing.from_mask(is_gen, batch.segment >= 0), model.rope(batch.position, h.dtype)
-            for i, layer in enumerate(model.layers):
-                h = layer(h, routing, rope, mask, None, i, True, 1, prefix)
+        h, _ = model.run_layers(h, is_gen, batch.position, mask, None, True, valid=batch.segment >= 0,
+                                prefix=prefix)  # None: run_layers finds the prefix itself
         vel = model.velocity(h[is_gen])
         grads = torch.autograd.grad(vel.square().mean(), [p for p in params if p.requires_grad], allow_unused=True)
         return vel.detach(), grads

@@ -30,7 +30,43 @@ def test_a_latent_block_at_the_same_columns_is_routed_by_slices():
     padded[0, 0] = False  # padding outside the block: the block stays, und rows are indexed without it
     routing = Routing.from_mask(is_gen, valid=padded)
     assert routing.block == (4, 9) and routing.gen is None
-    assert routing.und.tolist() == [k for k in range(3 * 5) if k != 0]  # the 5 non-block columns of each row
+    assert routing.und.tolist() == [r * 10 + c for r in range(3) for c in (0, 1, 2, 3, 9) if (r, c) != (0, 0)]
+
+
+def _routings() -> dict[str, tuple[Routing, torch.Tensor, torch.Tensor]]:
+    """Every kind of routing with its is_gen and valid masks ([3, 10])."""
+    none = torch.zeros(3, 10, dtype=torch.bool)
+    block = none.clone()
+    block[:, 4:9] = True
+    ragged = block.clone()
+    ragged[1, 8] = False
+    all_real, padded = ~none, ~none
+    padded[0, :2] = padded[2, 0] = False
+    cases = {"all und": (none, all_real), "all gen": (~none, all_real), "block": (block, all_real),
+             "block, padded": (block, padded), "index": (ragged, all_real), "index, padded": (ragged, padded),
+             "und, padded": (none, padded)}
+    return {name: (Routing.from_mask(g, v), g, v) for name, (g, v) in cases.items()}
+
+
+@pytest.mark.parametrize("name", list(_routings()))
+def test_split_then_merge_gives_back_the_grid_with_zeros_at_padding(name):
+    routing, is_gen, valid = _routings()[name]
+    x = torch.randn(3, 10, 4, requires_grad=True)
+    und, gen = routing.split(x)
+    n_und, n_gen = int((~is_gen & valid).sum()), int((is_gen & valid).sum())
+    assert (0 if und is None else und.numel() // 4) == n_und and (0 if gen is None else gen.numel() // 4) == n_gen
+    expected = x * valid[..., None]
+    merged = routing.merge(und, gen, (3, 10))
+    assert merged.shape == x.shape and torch.equal(merged, expected)
+    weights = torch.randn(3, 10, 4)  # gradients flow back to exactly the routed tokens
+    (grad,) = torch.autograd.grad((merged * weights).sum(), x)
+    assert torch.equal(grad, weights * valid[..., None])
+
+
+def test_a_frozen_split_gives_und_rows_without_autograd():
+    routing, _, _ = _routings()["block, padded"]
+    und, gen = routing.split(torch.randn(3, 10, 4, requires_grad=True), freeze_und=True)
+    assert not und.requires_grad and gen.requires_grad
 
 
 def _index_routing_of(is_gen: torch.Tensor, valid: torch.Tensor) -> Routing:

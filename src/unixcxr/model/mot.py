@@ -6,7 +6,7 @@ the joint sequence (the paper's cross-modal self-attention)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -110,12 +110,12 @@ class Expert(nn.Module):
         self.mlp_norm = RMSNorm(H, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(H, cfg.intermediate_size)
 
-    def qkv(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [N, H] -> q, k, v concatenated: [N, (heads + 2 kv_heads) * head_dim], q and k normalised
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # x: [N, H] -> q [N, heads * head_dim], k and v [N, kv_heads * head_dim]; q and k normalised
         h = self.attn_norm(x)
         q = self.q_norm(self.q_proj(h).unflatten(-1, (self.num_heads, self.head_dim)))
         k = self.k_norm(self.k_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim)))
-        return torch.cat([q.flatten(-2), k.flatten(-2), self.v_proj(h)], dim=-1)
+        return q.flatten(-2), k.flatten(-2), self.v_proj(h)
 
     def update(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         # residual stream after attention output projection and MLP: [N, H]
@@ -139,7 +139,9 @@ class Expert(nn.Module):
                 if not grad and not self.training:
                     return eager(*tensors)
                 rows = (t.reshape(-1, t.shape[-1]).contiguous() for t in tensors)  # one rank, one layout
-                return (compiled if grad else frozen)(*rows).view(*tensors[0].shape[:-1], -1)
+                out = (compiled if grad else frozen)(*rows)
+                lead = tensors[0].shape[:-1]
+                return tuple(o.view(*lead, -1) for o in out) if isinstance(out, tuple) else out.view(*lead, -1)
             return run
 
         qkv, update = self.qkv, self.update
@@ -150,18 +152,22 @@ class Expert(nn.Module):
 
 @dataclass
 class Routing:
-    """Which flattened tokens ([B * L]) go to which expert, padding to neither: the projections and
-    MLPs (nearly all of a step's FLOPs) run on real tokens only. The all-und / all-gen cases without
-    padding skip the gather-scatter entirely (text decoding, latent-only steps), and so does a latent
-    block at the same columns of every row (`block`: slices instead of index gathers; the sampler's
-    [soi] latents [eoi] and a generation batch padded on the left, [pad..] [bos] text [eos] [soi]
-    latents [eoi], are such). With padding outside the block, `und` indexes the real tokens of the
-    other columns: the gen expert, the one a generation stage trains, still sees a plain slice."""
+    """Which tokens of a [B, L] grid go to which expert, padding to neither: the projections and MLPs
+    (nearly all of a step's FLOPs) run on real tokens only. Between layers the residual stream stays
+    split by expert (`split` once before the first layer, `merge` after the last): the und rows and
+    the gen rows, each in the layout its expert runs on, so that only q/k/v (merged into the grid for
+    attention) and the attention output (split back) cross between the layouts in a layer.
+    The all-und / all-gen cases without padding need no gather-scatter at all (text decoding,
+    latent-only steps), and a latent block at the same columns of every row (`block`) is a slice, not
+    an index gather (the sampler's [soi] latents [eoi], and a generation batch padded on the left,
+    [pad..] [bos] text [eos] [soi] latents [eoi]): the gen expert, the one a generation stage trains,
+    sees a plain slice; with padding outside the block, `und` indexes the real tokens of the others."""
 
-    und: torch.Tensor | None  # indices (into the non-block columns with a block), None: every such token is und
-    gen: torch.Tensor | None  # indices, or None when no token is gen or the gen tokens are the block
+    und: torch.Tensor | None  # flat indices into the [B * L] grid; None: every non-gen token is und
+    gen: torch.Tensor | None  # flat indices, or None when no token is gen or the gen tokens are the block
     all_gen: bool = False
     block: tuple[int, int] | None = None  # gen = columns [a, b) of every row, und = the rest
+    _rest: torch.Tensor | None = field(default=None, repr=False)  # cache of rest_index
 
     @classmethod
     def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
@@ -175,12 +181,11 @@ class Routing:
             if n_gen == flat.numel():
                 return cls(und=None, gen=None, all_gen=True)
         block = cls.shared_block(is_gen)
+        und = ~flat if keep is None else ~flat & keep
         if block is not None:  # padding is never inside the block: index the real tokens of the rest
-            a, b = block
-            rest = None if keep is None else torch.cat([valid[:, :a], valid[:, b:]], dim=1).reshape(-1)
-            return cls(und=None if rest is None else rest.nonzero().squeeze(1), gen=None, block=block)
-        und, gen = (~flat, flat) if keep is None else (~flat & keep, flat & keep)
-        return cls(und=und.nonzero().squeeze(1), gen=gen.nonzero().squeeze(1))
+            return cls(und=None if keep is None else und.nonzero().squeeze(1), gen=None, block=block)
+        gen = flat if keep is None else flat & keep
+        return cls(und=und.nonzero().squeeze(1), gen=gen.nonzero().squeeze(1) if n_gen else None)
 
     @staticmethod
     def shared_block(is_gen: torch.Tensor) -> tuple[int, int] | None:
@@ -192,47 +197,53 @@ class Routing:
         a, b = int(cols[0]), int(cols[-1]) + 1
         return (a, b) if b - a == cols.numel() else None
 
+    def split(self, x: torch.Tensor, freeze_und: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """x: [B, L, D] -> (und rows, gen rows), None where an expert has no token: [B, L', D] for
+        the layouts without index gathers, else [N, D] rows (index_select, whose backward, an
+        index_add, runs 5x faster on a CPU than advanced indexing's index_put). With freeze_und the
+        und rows are taken without autograd."""
+        if self.all_gen:
+            return None, x
+        if self.block is None and self.und is None:
+            return x, None
+        flat = x.reshape(-1, x.shape[-1])
+        with torch.no_grad() if freeze_und else nullcontext():
+            if self.und is not None:
+                und = flat.index_select(0, self.und)
+            else:
+                a, b = self.block
+                und = torch.cat([x[:, :a], x[:, b:]], dim=1)
+        if self.block is not None:
+            return und, x[:, self.block[0]:self.block[1]]
+        return und, None if self.gen is None else flat.index_select(0, self.gen)
 
-def route(inputs: tuple[torch.Tensor, ...], routing: Routing, und_fn, gen_fn, out_dim: int,
-          freeze_und: bool) -> torch.Tensor:
-    """Apply und_fn to the und tokens and gen_fn to the gen tokens of inputs (each [B, L, D_i]) ->
-    [B, L, out_dim], zeros at padding. With freeze_und the und computations run without autograd:
-    gradients stop at every und-expert output, so a generation loss can never change understanding.
-    Tokens are gathered with index_select, whose backward (index_add) runs 5x faster on a CPU than
-    that of advanced indexing (index_put): training steps 1.07-1.11x."""
-    und_ctx = torch.no_grad() if freeze_und else nullcontext()
-    if routing.all_gen:
-        return gen_fn(*inputs)
-    if routing.block is not None:
-        a, b = routing.block
-        with und_ctx:
-            rest = [torch.cat([t[:, :a], t[:, b:]], dim=1) for t in inputs]
-            und_out = und_fn(*rest) if routing.und is None else _rows(und_fn, rest, routing.und, out_dim)
-        gen_out = gen_fn(*(t[:, a:b] for t in inputs))
-        und_out = und_out.to(gen_out.dtype)
-        return torch.cat([und_out[:, :a], gen_out, und_out[:, a:]], dim=1)
-    if routing.und is None:
-        with und_ctx:
-            return und_fn(*inputs)
-    if routing.gen is None or routing.gen.numel() == 0:
-        with und_ctx:
-            return _rows(und_fn, inputs, routing.und, out_dim)
-    lead = inputs[0].shape[:-1]
-    flat = [t.reshape(-1, t.shape[-1]) for t in inputs]
-    with und_ctx:
-        und_out = und_fn(*(t.index_select(0, routing.und) for t in flat))
-    gen_out = gen_fn(*(t.index_select(0, routing.gen) for t in flat))
-    out = gen_out.new_zeros(flat[0].shape[0], out_dim)
-    out = out.index_copy(0, routing.und, und_out.to(gen_out.dtype)).index_copy(0, routing.gen, gen_out)
-    return out.view(*lead, out_dim)
+    def merge(self, und: torch.Tensor | None, gen: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+        """The inverse of `split`: -> [B, L, D] for shape (B, L), zeros at padding."""
+        if self.all_gen:
+            return gen
+        if self.block is None and self.und is None:
+            return und
+        if self.block is not None and self.und is None:
+            a = self.block[0]
+            return torch.cat([und[:, :a].to(gen.dtype), gen, und[:, a:].to(gen.dtype)], dim=1)
+        dtype = (gen if gen is not None else und).dtype
+        if self.block is not None:  # the real rest tokens into a zero [B, L - n, D], then the block between
+            a, b = self.block
+            rest = und.new_zeros(shape[0] * (shape[1] - b + a), und.shape[-1], dtype=dtype)
+            rest = rest.index_copy_(0, self.rest_index(shape[1]), und.to(dtype)).view(shape[0], -1, und.shape[-1])
+            return torch.cat([rest[:, :a], gen, rest[:, a:]], dim=1)
+        out = und.new_zeros(shape[0] * shape[1], und.shape[-1], dtype=dtype).index_copy_(0, self.und, und.to(dtype))
+        if gen is not None:
+            out.index_copy_(0, self.gen, gen)
+        return out.view(*shape, -1)
 
-
-def _rows(fn, inputs: list[torch.Tensor], index: torch.Tensor, out_dim: int) -> torch.Tensor:
-    """fn on the flattened rows `index` of inputs (each [B, L, D_i]) -> [B, L, out_dim], zeros elsewhere."""
-    flat = [t.reshape(-1, t.shape[-1]) for t in inputs]
-    out = fn(*(t.index_select(0, index) for t in flat))
-    full = out.new_zeros(flat[0].shape[0], out_dim).index_copy(0, index, out)
-    return full.view(*inputs[0].shape[:-1], out_dim)
+    def rest_index(self, length: int) -> torch.Tensor:
+        """A block routing's und indices into the grid without the block columns, [B * (L - n)]."""
+        if self._rest is None:
+            a, b = self.block
+            row, col = self.und // length, self.und % length
+            self._rest = row * (length - b + a) + torch.where(col >= b, col - (b - a), col)
+        return self._rest
 
 
 class KVCache:
@@ -272,22 +283,32 @@ class MoTLayer(nn.Module):
         self.und = Expert(cfg)
         self.gen = Expert(cfg)
 
-    def forward(self, x, routing: Routing, rope, mask, cache: KVCache | None, layer_idx: int,
-                freeze_und: bool = False, shared: int = 1, prefix: int = 0) -> torch.Tensor:
-        # x: [B, L, H]; rope: (cos, sin) [B, L, 1, d], or None for no rotation (the sampler's block,
-        # whose one shared position is folded into the cached prompt keys)
+    def forward(self, x: tuple, shape: tuple[int, int], routing: Routing, rope, mask, cache: KVCache | None,
+                layer_idx: int, freeze_und: bool = False, shared: int = 1, prefix: int = 0) -> tuple:
+        # x: the residual stream split by expert, (und rows, gen rows) as Routing.split gives them,
+        # for a [B, L] grid (shape); returns the same after this layer
+        # rope: (cos, sin) [B, L, 1, d], or None for no rotation (the sampler's block, whose one
+        # shared position is folded into the cached prompt keys)
         # mask: [B, 1, L, Lk] bool (True = attend), None for plain causal, or FULL_ATTENTION
         # shared: x holds the rows of one guidance branch, identical in `shared` branches: the
-        # projections run once and the output has shared * B rows, branch-major
+        # projections run once and the output has shared * B rows, branch-major (block routing only)
         # prefix: the queries of columns [0, prefix) see only keys before it and are und tokens
         # (causal_prefix; 0: no split)
         cfg = self.cfg
         nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        qkv = route((x,), routing, self.und.qkv, self.gen.qkv, (nq + 2 * nkv) * d, freeze_und)
+        und_ctx = torch.no_grad() if freeze_und else nullcontext()
+        x_und, x_gen = x
+        with und_ctx:
+            qkv_und = self.und.qkv(x_und) if x_und is not None else (None,) * 3
+        qkv_gen = self.gen.qkv(x_gen) if x_gen is not None else (None,) * 3
+        # each [B, L, heads * d], rows of unit stride (Linear's skinny inference path gives transposed
+        # views, which would push SDPA off its fused kernel)
+        q, k, v = (routing.merge(u, g, shape) for u, g in zip(qkv_und, qkv_gen))
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
         if shared > 1:
-            x, qkv = x.repeat(shared, 1, 1), qkv.repeat(shared, 1, 1)
-        B, L, _ = x.shape
-        q, k, v = qkv.split([nq * d, nkv * d, nkv * d], dim=-1)
+            q, k, v = (t.repeat(shared, 1, 1) for t in (q, k, v))
+            x_und, x_gen = (t.repeat(shared, 1, 1) if t is not None else None for t in (x_und, x_gen))
+        B, L, _ = q.shape
         q, k = q.view(B, L, nq, d), k.view(B, L, nkv, d)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
@@ -306,5 +327,8 @@ class MoTLayer(nn.Module):
                 q, k, v, attn_mask=None if isinstance(mask, str) else mask, is_causal=mask is None and L > 1,
                 enable_gqa=nq != nkv,
             )
-        attn = attn.transpose(1, 2).reshape(B, L, nq * d)
-        return route((x, attn.to(x.dtype)), routing, self.und.update, self.gen.update, x.shape[-1], freeze_und)
+        dtype = (x_gen if x_gen is not None else x_und).dtype
+        attn_und, attn_gen = routing.split(attn.transpose(1, 2).reshape(B, L, nq * d).to(dtype), freeze_und)
+        with und_ctx:
+            x_und = self.und.update(x_und, attn_und) if x_und is not None else None
+        return x_und, self.gen.update(x_gen, attn_gen) if x_gen is not None else None

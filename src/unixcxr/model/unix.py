@@ -176,26 +176,32 @@ class UniX(nn.Module):
 
     # --- the decoder -------------------------------------------------------------------------------
     def run_layers(self, h, is_gen, positions, mask, cache: KVCache | None = None, freeze_und=False,
-                   capture_layer: int | None = None, valid: torch.Tensor | None = None, shared: int = 1):
+                   capture_layer: int | None = None, valid: torch.Tensor | None = None, shared: int = 1,
+                   prefix: int | None = None):
         """h: [B, L, H] through every MoT layer. Returns the last hidden state and, if asked, the
         one after `capture_layer` layers (REPA). is_gen: [B, L] bool, or a prepared Routing. valid:
         [B, L] bool, False at padding: those tokens skip the experts (their hidden state is zero).
         positions: [B, L] RoPE positions, or None for no rotation. shared: h holds one guidance
         branch's rows, the same input for `shared` branches: the first layer's projections run
-        once for all of them and the output has shared * B rows (the routing must be a block one)."""
+        once for all of them and the output has shared * B rows (the routing must be a block one).
+        prefix: leading causal und columns whose queries skip the later keys (mot.prefix_attention);
+        None finds them (causal_prefix) for a mask tensor without a cache, 0 turns the split off.
+        Between layers the stream stays split by expert (Routing.split / merge)."""
         routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen, valid)
         if shared > 1 and routing.und is not None:  # index routing: its indices fit B * L tokens only
             raise ValueError("shared rows need a routing that does not index tokens (a block layout)")
         rope = self.rope(positions, h.dtype) if positions is not None else None
-        prefix = 0  # leading causal und columns: their queries skip the later keys (mot.prefix_attention)
-        if isinstance(mask, torch.Tensor) and cache is None and not isinstance(is_gen, Routing):
-            prefix = causal_prefix(mask, is_gen)
-        captured = None
+        if prefix is None:
+            find = isinstance(mask, torch.Tensor) and cache is None and not isinstance(is_gen, Routing)
+            prefix = causal_prefix(mask, is_gen) if find else 0
+        B, L = h.shape[:2]
+        x, captured = routing.split(h, freeze_und), None
         for i, layer in enumerate(self.layers):
-            h = layer(h, routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1, prefix)
+            x = layer(x, (B, L), routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1, prefix)
+            B = B * shared if i == 0 else B
             if capture_layer == i + 1:
-                captured = h
-        return h, captured
+                captured = routing.merge(*x, (B, L))
+        return routing.merge(*x, (B, L)), captured
 
     def hidden_states(self, batch: SequenceBatch, vit_tokens=None, latent_tokens=None, freeze_und=False,
                       capture_layer=None):
