@@ -77,6 +77,7 @@ def browser():
 
 
 def test_upload_an_xray_read_the_report_then_draw_an_image(served, browser, model_folder, tmp_path):
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -88,20 +89,30 @@ def test_upload_an_xray_read_the_report_then_draw_an_image(served, browser, mode
     wait = WebDriverWait(browser, ANSWER_S)
 
     browser.get(url)
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#report-upload input[type=file]")).send_keys(
+
+    def until(condition, what: str, state=lambda: ""):
+        """wait.until, failing with the step that never happened and what the page showed instead."""
+        try:
+            return wait.until(condition)
+        except TimeoutException:
+            pytest.fail(f"{what} within {ANSWER_S} s {state()}".rstrip())
+
+    until(lambda d: d.find_element(By.CSS_SELECTOR, "#report-upload input[type=file]"), "no upload field").send_keys(
         str(tmp_path / "cxr.png"))
-    wait.until(lambda d: "cxr.png" in d.find_element(By.ID, "report-upload").text)  # upload finished
+    until(lambda d: "cxr.png" in d.find_element(By.ID, "report-upload").text, "the upload did not finish",
+          lambda: f"(the upload box shows {browser.find_element(By.ID, 'report-upload').text!r})")
     browser.find_element(By.ID, "report-button").click()
     report_box = browser.find_element(By.CSS_SELECTOR, "#report-text textarea")
-    wait.until(lambda d: report_box.get_attribute("value") == expected_report)
+    until(lambda d: report_box.get_attribute("value") == expected_report, "the report did not arrive",
+          lambda: f"(the box holds {report_box.get_attribute('value')!r}, expected {expected_report!r})")
     browser.save_screenshot(str(tmp_path / "report.png"))
 
     browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Image from report')]").click()
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#gen-text textarea").is_displayed())
+    until(lambda d: d.find_element(By.CSS_SELECTOR, "#gen-text textarea").is_displayed(), "no image tab")
     browser.find_element(By.CSS_SELECTOR, "#gen-text textarea").send_keys(REPORT)
     browser.find_element(By.ID, "gen-button").click()
-    source = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gen-image img")
-                        and d.find_element(By.CSS_SELECTOR, "#gen-image img").get_attribute("src"))
+    source = until(lambda d: d.find_elements(By.CSS_SELECTOR, "#gen-image img")
+                   and d.find_element(By.CSS_SELECTOR, "#gen-image img").get_attribute("src"), "no image arrived")
     drawn = Image.open(io.BytesIO(httpx.get(source).content))
     expected_image = pipe.generate(REPORT, steps=50, cfg_text=2.0, seed=0)[0]  # the tab's defaults
     assert drawn.format == "PNG" and np.array_equal(np.asarray(drawn.convert("RGB")), np.asarray(expected_image))
