@@ -6,7 +6,7 @@ the joint sequence (the paper's cross-modal self-attention)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -167,7 +167,7 @@ class Routing:
     gen: torch.Tensor | None  # flat indices, or None when no token is gen or the gen tokens are the block
     all_gen: bool = False
     block: tuple[int, int] | None = None  # gen = columns [a, b) of every row, und = the rest
-    _rest: torch.Tensor | None = field(default=None, repr=False)  # cache of rest_index
+    und_rest: torch.Tensor | None = None  # block routing with padding: `und` as indices into the rest columns
 
     @classmethod
     def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
@@ -183,7 +183,11 @@ class Routing:
         block = cls.shared_block(is_gen)
         und = ~flat if keep is None else ~flat & keep
         if block is not None:  # padding is never inside the block: index the real tokens of the rest
-            return cls(und=None if keep is None else und.nonzero().squeeze(1), gen=None, block=block)
+            if keep is None:
+                return cls(und=None, gen=None, block=block)
+            a, b = block
+            rest = torch.cat([valid[:, :a], valid[:, b:]], dim=1).reshape(-1)
+            return cls(und=und.nonzero().squeeze(1), gen=None, block=block, und_rest=rest.nonzero().squeeze(1))
         gen = flat if keep is None else flat & keep
         return cls(und=und.nonzero().squeeze(1), gen=gen.nonzero().squeeze(1) if n_gen else None)
 
@@ -208,11 +212,8 @@ class Routing:
             return x, None
         flat = x.reshape(-1, x.shape[-1])
         with torch.no_grad() if freeze_und else nullcontext():
-            if self.und is not None:
-                und = flat.index_select(0, self.und)
-            else:
-                a, b = self.block
-                und = torch.cat([x[:, :a], x[:, b:]], dim=1)
+            und = flat.index_select(0, self.und) if self.und is not None else \
+                torch.cat([x[:, :self.block[0]], x[:, self.block[1]:]], dim=1)
         if self.block is not None:
             return und, x[:, self.block[0]:self.block[1]]
         return und, None if self.gen is None else flat.index_select(0, self.gen)
@@ -230,20 +231,12 @@ class Routing:
         if self.block is not None:  # the real rest tokens into a zero [B, L - n, D], then the block between
             a, b = self.block
             rest = und.new_zeros(shape[0] * (shape[1] - b + a), und.shape[-1], dtype=dtype)
-            rest = rest.index_copy_(0, self.rest_index(shape[1]), und.to(dtype)).view(shape[0], -1, und.shape[-1])
+            rest = rest.index_copy_(0, self.und_rest, und.to(dtype)).view(shape[0], -1, und.shape[-1])
             return torch.cat([rest[:, :a], gen, rest[:, a:]], dim=1)
         out = und.new_zeros(shape[0] * shape[1], und.shape[-1], dtype=dtype).index_copy_(0, self.und, und.to(dtype))
         if gen is not None:
             out.index_copy_(0, self.gen, gen)
         return out.view(*shape, -1)
-
-    def rest_index(self, length: int) -> torch.Tensor:
-        """A block routing's und indices into the grid without the block columns, [B * (L - n)]."""
-        if self._rest is None:
-            a, b = self.block
-            row, col = self.und // length, self.und % length
-            self._rest = row * (length - b + a) + torch.where(col >= b, col - (b - a), col)
-        return self._rest
 
 
 class KVCache:
@@ -296,6 +289,8 @@ class MoTLayer(nn.Module):
         # (causal_prefix; 0: no split)
         cfg = self.cfg
         nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        # with freeze_und the und expert runs without autograd: gradients stop at every one of its
+        # outputs, so a generation loss can never change understanding
         und_ctx = torch.no_grad() if freeze_und else nullcontext()
         x_und, x_gen = x
         with und_ctx:

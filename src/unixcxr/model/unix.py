@@ -198,7 +198,8 @@ class UniX(nn.Module):
         x, captured = routing.split(h, freeze_und), None
         for i, layer in enumerate(self.layers):
             x = layer(x, (B, L), routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1, prefix)
-            B = B * shared if i == 0 else B
+            if i == 0:
+                B *= shared  # the first layer turned one guidance branch's rows into all of them
             if capture_layer == i + 1:
                 captured = routing.merge(*x, (B, L))
         return routing.merge(*x, (B, L)), captured
