@@ -96,7 +96,7 @@ def decode_checks(model, device, out, quick):
                decode_length_ratio=t512 / t32, decode_batch16_vs_batch1=16 * t32 / t16)
 
 
-def image_checks(model, device, out, quick):
+def image_checks(model, device, out, quick, profile=False):
     cfg = model.config
     grid = cfg.latent_grid
     C = cfg.vae.latent_channels
@@ -136,6 +136,10 @@ def image_checks(model, device, out, quick):
     t_ours = timed(lambda: generate_latents(model, [report], short, (grid, grid), noise=noise), device, repeat=1)
     t_rel = timed(lambda: released_sample(model, [report], short, noise), device, repeat=1)
     out["sampler_speedup_vs_released"] = t_rel / t_ours
+    if profile:  # the eager sampler: launch-bound or FLOP-bound?
+        five = SamplerSettings(num_points=6)
+        write_profile(profile_table(lambda: generate_latents(model, [report], five, (grid, grid), noise=noise,
+                                                             cuda_graphs=False), device, "sampler, eager, 5 steps"))
 
 
 def make_step(model, batch, params, opt, device, freeze_und):
@@ -151,7 +155,27 @@ def make_step(model, batch, params, opt, device, freeze_und):
     return step
 
 
-def train_checks(model, device, out, peak, quick, key="training"):
+def profile_table(fn, device, title, rows=25):
+    """One call of fn under torch.profiler: the ops that took the most device (or CPU) time, as text."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    sync(device)
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return f"== {title}\n" + prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60) + "\n"
+
+
+def write_profile(text):
+    path = Path(os.environ.get("OUT", ".")) / "gpu_profile.txt"
+    with path.open("a") as f:
+        f.write(text)
+
+
+def train_checks(model, device, out, peak, quick, key="training", profile=False):
     """One optimizer step per stage shape, bf16 autocast over fp32 master weights."""
     cfg = model.config
     model = model.float().train()
@@ -186,6 +210,8 @@ def train_checks(model, device, out, peak, quick, key="training"):
             torch.cuda.reset_peak_memory_stats()
         step = make_step(model, batch, params, opt, device, freeze_und=stage != "und_sft")
         t = timed(step, device, repeat=2 if quick else 5, warmup=2)
+        if profile:
+            write_profile(profile_table(step, device, f"{key} {stage}: one optimizer step"))
         tokens = batch.num_tokens
         flops = model.step_flops(batch.sequence, freeze_und=stage != "und_sft")
         results[stage] = {
@@ -202,7 +228,10 @@ def main():
     parser.add_argument("--preset", default="unix")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--skip", default="", help="comma list of: decode,image,train")
+    parser.add_argument("--skip", default="", help="comma list of: decode,image,train,compiled")
+    parser.add_argument("--profile", action="store_true",
+                        help="write torch.profiler tables (one training step per stage, five sampler steps) "
+                             "to gpu_profile.txt beside the JSON")
     parser.add_argument("--compile", action="store_true",
                         help="after the eager training steps, time them again under UniX.compile_regions "
                              "(minutes of inductor compiling)")
@@ -219,16 +248,16 @@ def main():
     path = Path(os.environ.get("OUT", ".")) / "gpu_model_check.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     sections = [("decode", lambda: decode_checks(model, device, out, args.quick)),
-                ("image", lambda: image_checks(model, device, out, args.quick)),
-                ("train", lambda: train_checks(model, device, out, peak, args.quick))]
+                ("image", lambda: image_checks(model, device, out, args.quick, args.profile)),
+                ("train", lambda: train_checks(model, device, out, peak, args.quick, profile=args.profile))]
     if args.compile:
         def compiled():
             model.compile_regions()
-            train_checks(model, device, out, peak, args.quick, key="training_compiled")
-        sections.append(("compiled train", compiled))
+            train_checks(model, device, out, peak, args.quick, key="training_compiled", profile=args.profile)
+        sections.append(("compiled", compiled))
     with torch.inference_mode(False):
         for name, run in sections:
-            if name.split()[-1] in skip:
+            if name in skip:
                 continue
             try:  # one failing section (out of memory, say) must not lose the others' numbers
                 run()
