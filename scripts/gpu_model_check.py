@@ -82,18 +82,38 @@ def decode_checks(model, device, out, quick):
     out["decode_cached_vs_full_rel_error"] = ((cached - full).norm() / full.norm()).item()
     out["decode_cached_equals_uncached_16_tokens"] = tokens == generate_reports_uncached(model, img, [prompt], s)
 
-    def per_token(batch, n):
-        imgs = img.expand(batch, -1, -1, -1)
-        one = timed(lambda: generate_reports(model, imgs, [prompt] * batch, DecodingSettings(1, ignore_eos=True)),
-                    device)
-        full = timed(lambda: generate_reports(model, imgs, [prompt] * batch, DecodingSettings(n, ignore_eos=True)),
-                     device, repeat=1 if quick else 3)
-        return (full - one) / (n - 1)
+    graphed, graphed_logits = generate_reports(model, img, [prompt], s, return_logits=True)
+    eager, eager_logits = generate_reports(model, img, [prompt], s, return_logits=True, cuda_graphs=False)
+    out["decode_graphed_equals_eager_16_tokens"] = graphed == eager
+    a, b = torch.cat(graphed_logits), torch.cat(eager_logits)
+    out["decode_graphed_vs_eager_rel_difference"] = ((a - b).norm() / b.norm()).item()
 
-    t32, t512 = per_token(1, 32), per_token(1, 128 if quick else 512)
-    t16 = per_token(16, 32)
-    out.update(decode_ms_per_token_32=1e3 * t32, decode_ms_per_token_512=1e3 * t512,
-               decode_length_ratio=t512 / t32, decode_batch16_vs_batch1=16 * t32 / t16)
+    def step_times(batch, n, graphs=True):
+        """Seconds of each decode step (a synchronised clock at every token), second run of two."""
+        stamps = []
+
+        def stamp(_):
+            sync(device)
+            stamps.append(time.perf_counter())
+
+        imgs = img.expand(batch, -1, -1, -1)
+        for _ in range(2):
+            stamps.clear()
+            generate_reports(model, imgs, [prompt] * batch, DecodingSettings(n, ignore_eos=True), on_token=stamp,
+                             cuda_graphs=graphs)
+        return [b - a for a, b in zip(stamps, stamps[1:])][1:]  # the first step also captures the graph
+
+    def median(xs):
+        return sorted(xs)[len(xs) // 2]
+
+    long = step_times(1, 128 if quick else 512)
+    t32, t512 = median(long[:31]), median(long[-32:])
+    t32_eager = median(step_times(1, 32, graphs=False))
+    per_batch = {b: median(step_times(b, 32)) for b in (4, 16)}
+    out.update(decode_ms_per_token_32=1e3 * t32, decode_ms_per_token_512=1e3 * t512, decode_length_ratio=t512 / t32,
+               decode_ms_per_token_32_eager=1e3 * t32_eager, decode_graphs_vs_eager=t32_eager / t32,
+               decode_tokens_per_second={1: 1 / t32, **{b: b / t for b, t in per_batch.items()}},
+               decode_batch16_vs_batch1=16 * t32 / per_batch[16])
 
 
 def image_checks(model, device, out, quick, profile=False):

@@ -44,6 +44,36 @@ def test_cached_and_uncached_decoders_write_the_same_reports(tiny_model):
         generate_reports_uncached(tiny_model, images, prompts, settings)
 
 
+@pytest.mark.parametrize("prompts", [[[10, 11, 12, 13, 14, 15], [10], [20, 21, 22]], [[10, 11], [12, 13]]],
+                         ids=["ragged", "equal"])
+def test_fixed_shape_decode_step_gives_the_growing_caches_logits(tiny_model, prompts):
+    # the step a CUDA graph replays (one column written at a device index, attention over the whole
+    # capacity under a mask) must compute what the growing cache computes, with and without padding
+    torch.manual_seed(5)
+    images = torch.randn(len(prompts), 3, 32, 32)
+    settings = DecodingSettings(max_new_tokens=9, ignore_eos=True)
+    grown, grown_logits = generate_reports(tiny_model, images, prompts, settings, return_logits=True)
+    fixed, fixed_logits = generate_reports(tiny_model, images, prompts, settings, return_logits=True, static=True)
+    assert fixed == grown
+    for a, b in zip(fixed_logits, grown_logits):
+        assert torch.allclose(a, b, atol=1e-5)
+    # the logits returned are the step's own, not one buffer overwritten by the next step
+    assert not torch.equal(fixed_logits[1], fixed_logits[2])
+
+
+def test_fixed_shape_decode_step_writes_only_its_slot_column_and_clears_the_slot(tiny_model):
+    from unixcxr.inference.report import DecodeStep
+
+    images, prompts = torch.randn(1, 3, 32, 32), [[10, 11]]
+    grown = generate_reports(tiny_model, images, prompts, DecodingSettings(max_new_tokens=4, ignore_eos=True))
+    cache = tiny_model.new_cache(1, 3)
+    step = DecodeStep(tiny_model, cache, torch.ones(1, 3, dtype=torch.bool))
+    step.set(torch.tensor([grown[0][0]]), torch.zeros(1, 1, dtype=torch.long), 2)
+    step()  # writes the last column of every layer, nothing before it
+    assert cache.slot is None  # cleared after the step, so a prefill after it grows the cache again
+    assert torch.count_nonzero(cache.k[:, :, :, 2]) > 0 and torch.count_nonzero(cache.k[:, :, :, :2]) == 0
+
+
 def test_each_row_stops_at_its_own_end_of_sequence(tiny_model):
     torch.manual_seed(7)
     images, prompts = torch.randn(2, 3, 32, 32), [[10, 11], [12]]
