@@ -145,10 +145,12 @@ def image_checks(model, device, out, quick, profile=False):
         out["seconds_per_image_batch1_50steps"] = t_one + t_vae
     except ImportError as err:
         out["vae_decode_seconds_512"] = f"skipped: {err}"
-    noise4 = noise.repeat(4, 1, 1, 1)
-    t_four = timed(lambda: generate_latents(model, [report] * 4, released, (grid, grid), noise=noise4), device,
-                   repeat=1)
-    out["images_per_second_batch4"] = 4 / t_four
+    per_second = {1: 1 / t_one}
+    for n in (4, 8):
+        t_n = timed(lambda n=n: generate_latents(model, [report] * n, released, (grid, grid),
+                                                 noise=noise.repeat(n, 1, 1, 1)), device, repeat=1)
+        per_second[n] = n / t_n
+    out["sampler_images_per_second"] = per_second
     short = SamplerSettings(num_points=11)
     ours = generate_latents(model, [report], short, (grid, grid), noise=noise)
     theirs = released_sample(model, [report], short, noise)
@@ -160,6 +162,28 @@ def image_checks(model, device, out, quick, profile=False):
         five = SamplerSettings(num_points=6)
         write_profile(profile_table(lambda: generate_latents(model, [report], five, (grid, grid), noise=noise,
                                                              cuda_graphs=False), device, "sampler, eager, 5 steps"))
+
+
+def kernel_checks(device, out):
+    """RMSNorm of bf16 rows: torch's fused kernel on bf16 directly vs through float32 (RMSNorm's
+    path): the largest difference, the share of equal outputs, and the time of each."""
+    import torch.nn.functional as F
+
+    g = torch.Generator(device=device).manual_seed(0)
+    rows = {}
+    for shape in ((8192, 2048), (8192 * 16, 128), (1, 2048)):
+        x = torch.randn(shape, device=device, generator=g).mul_(3).to(torch.bfloat16)
+        w = (1 + 0.1 * torch.randn(shape[-1], device=device, generator=g)).to(torch.bfloat16)
+        direct = F.rms_norm(x, shape[-1:], w, 1e-6)
+        via = F.rms_norm(x.float(), shape[-1:], w.float(), 1e-6).to(torch.bfloat16)
+        t_direct = timed(lambda x=x, w=w: F.rms_norm(x, x.shape[-1:], w, 1e-6), device, repeat=20, warmup=3)
+        t_via = timed(lambda x=x, w=w: F.rms_norm(x.float(), x.shape[-1:], w.float(), 1e-6).to(torch.bfloat16),
+                      device, repeat=20, warmup=3)
+        rows["x".join(map(str, shape))] = {
+            "max_abs_difference": (direct.float() - via.float()).abs().max().item(),
+            "equal_fraction": (direct == via).float().mean().item(),
+            "direct_us": 1e6 * t_direct, "via_float32_us": 1e6 * t_via}
+    out["rms_norm_bf16"] = rows
 
 
 def make_step(model, batch, params, opt, device, freeze_und):
@@ -248,7 +272,7 @@ def main():
     parser.add_argument("--preset", default="unix")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--skip", default="", help="comma list of: decode,image,train,compiled")
+    parser.add_argument("--skip", default="", help="comma list of: kernels,decode,image,train,compiled")
     parser.add_argument("--profile", action="store_true",
                         help="write torch.profiler tables (one training step per stage, five sampler steps) "
                              "to gpu_profile.txt beside the JSON")
@@ -267,7 +291,8 @@ def main():
     skip = set(args.skip.split(","))
     path = Path(os.environ.get("OUT", ".")) / "gpu_model_check.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    sections = [("decode", lambda: decode_checks(model, device, out, args.quick)),
+    sections = [("kernels", lambda: kernel_checks(device, out)),
+                ("decode", lambda: decode_checks(model, device, out, args.quick)),
                 ("image", lambda: image_checks(model, device, out, args.quick, args.profile)),
                 ("train", lambda: train_checks(model, device, out, peak, args.quick, profile=args.profile))]
     if args.compile:
