@@ -27,12 +27,17 @@ class RMSNorm(nn.RMSNorm):
     a CPU, where F.rms_norm is not fused (square, mean, add, rsqrt, two products: a pass over x
     each), the mean square comes from one vector_norm reduction instead: 2.9x faster at
     [1032, 384], 6.4x at the QK-norm's [6192, 64] (2 cores; same numbers to 3e-6). With autograd
-    its longer backward cancels the gain (training steps 0.95-1.09x), so training keeps F.rms_norm."""
+    its longer backward cancels the gain (training steps 0.95-1.09x), so training keeps F.rms_norm.
+    On a GPU, rows and weight of one dtype (a bf16 model's inference) go straight to the fused
+    kernel, which accumulates in float32 itself: the same outputs as the float32 round trip, every
+    one equal, 1.9-3.3x faster without its two casts (H200, torch 2.11; scripts/gpu_model_check.py)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = compute_dtype(x)
+        if x.is_cuda and dtype == x.dtype and (self.weight is None or self.weight.dtype == dtype):
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
         weight = self.weight.float() if self.weight is not None else None
         xf = x.float()
-        dtype = compute_dtype(x)
         if x.device.type != "cpu" or torch.is_grad_enabled() or len(self.normalized_shape) != 1:
             return F.rms_norm(xf, self.normalized_shape, weight, self.eps).to(dtype)
         n = self.normalized_shape[0]
