@@ -41,8 +41,9 @@ class DecodeStep:
     """One token per row through the decoder over the cache's whole capacity: its inputs live in
     fixed buffers (`token`, `position`, `slot`: the column it writes) and the mask hides the padding
     and the columns after `slot`, so nothing changes shape or syncs with the host between steps.
-    Same numbers as the growing-cache step (masked keys get zero weight); it reads max_len keys
-    per step instead of length, which is why only the graphed path uses it."""
+    The growing cache's numbers (masked keys get zero weight: in float32 every logit equal on an
+    H200; bf16 rounds the longer reductions differently); it reads max_len keys per step instead of
+    length, which is why only the graphed path uses it."""
 
     def __init__(self, model: UniX, cache: KVCache, key_valid: torch.Tensor):
         B, device = key_valid.shape[0], key_valid.device
@@ -93,6 +94,9 @@ class GraphedDecodeStep:
         return self.logits.clone()  # the graph's output buffer is overwritten by the next replay
 
 
+GRAPH_MIN_TOKENS = 8  # capturing costs about three eager steps: below this, decode eagerly
+
+
 def _decode_step(model: UniX, cache: KVCache, key_valid: torch.Tensor, token, position, graphs: bool):
     step = DecodeStep(model, cache, key_valid)
     step.set(token, position, cache.length)
@@ -117,9 +121,10 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
                      cuda_graphs: bool = True, static: bool | None = None):
     """images: [B, 3, S, S] normalised; prompts: B instruction token lists. Returns B lists of report
     token ids (without eos), and with return_logits the [B, V] logits of every step. on_token([B] ids)
-    is called after every step (token streaming). On a GPU the decode steps replay one CUDA graph
-    (cuda_graphs=False: eager). static: decode over the fixed-shape cache (DecodeStep) even without
-    graphs; None = only when graphed (the growing cache reads fewer keys)."""
+    is called after every step (token streaming). On a GPU the decode steps replay one CUDA graph,
+    captured per call (cuda_graphs=False: eager). static: decode over the fixed-shape cache
+    (DecodeStep) even without graphs; by default only when graphed (the growing cache reads fewer
+    keys)."""
     B = images.shape[0]
     if len(prompts) != B:
         raise ValueError(f"{B} images but {len(prompts)} prompts")
@@ -138,8 +143,8 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
     padded = not bool(key_valid[:, :Lp].all())
     position = batch.position[:, -1:] + 1  # [B, 1]
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    graphs = cuda_graphs and device.type == "cuda" and settings.max_new_tokens > 2
-    static = graphs if static is None else static or graphs
+    graphs = cuda_graphs and device.type == "cuda" and settings.max_new_tokens >= GRAPH_MIN_TOKENS
+    static = graphs or bool(static)  # a graph needs the fixed-shape step
     step_fn = None  # the fixed-shape step, built at the first decode step
     tokens, step_logits = [], []
     for step in range(settings.max_new_tokens):
