@@ -41,7 +41,7 @@ from unixcxr.train.stages import (  # noqa: E402
 )
 
 PROMPT_TOKENS, REPORT_TOKENS, FINDINGS_TOKENS = 20, 120, 80  # typical lengths of cleaned MIMIC text
-MICRO_BATCH = {"und_sft": 8, "gen_pretrain": 16, "gen_finetune": 8}  # paper.yaml's micro-batches
+MICRO_BATCH = {"und_sft": 16, "gen_pretrain": 32, "gen_finetune": 8}  # paper.yaml's micro-batches
 
 
 def stage_resolutions(config) -> dict[str, int]:
