@@ -74,15 +74,17 @@ def test_fixed_shape_decode_step_writes_only_its_slot_column_and_clears_the_slot
     assert torch.count_nonzero(cache.k[:, :, :, 2]) > 0 and torch.count_nonzero(cache.k[:, :, :, :2]) == 0
 
 
-def test_each_row_stops_at_its_own_end_of_sequence(tiny_model):
+@pytest.mark.parametrize("static", [False, True], ids=["growing-cache", "fixed-shape-step"])
+def test_each_row_stops_at_its_own_end_of_sequence(tiny_model, static):
     torch.manual_seed(7)
     images, prompts = torch.randn(2, 3, 32, 32), [[10, 11], [12]]
     settings = DecodingSettings(max_new_tokens=12, temperature=1.0)  # sampled: varied tokens
-    free = generate_reports(tiny_model, images, prompts, settings, torch.Generator().manual_seed(0))
+    free = generate_reports(tiny_model, images, prompts, settings, torch.Generator().manual_seed(0), static=static)
     # declare as end-of-sequence a token that row 0 writes and row 1 never does
     stop = next(t for t in free[0][1:] if t not in free[1])
     tiny_model.config.tokens.eos = stop
-    reports = generate_reports(tiny_model, images, prompts, settings, torch.Generator().manual_seed(0))
+    reports = generate_reports(tiny_model, images, prompts, settings, torch.Generator().manual_seed(0),
+                               static=static)
     assert reports[0] == free[0][: free[0].index(stop)]  # row 0 ends at its eos
     assert reports[1] == free[1]  # row 1 goes on to the length limit
 
