@@ -1,11 +1,14 @@
 """One-shot GPU check of the `unix` preset (random weights, bf16): correctness of the fast paths
-against the slow ones on the device, and the numbers of issues 2 and 9 (decode cost vs length and
-batch, seconds per 512 px image, sampler vs the released scheme, training MFU vs the measured
-matmul peak). Writes JSON to $OUT (or ./gpu_model_check.json) after every section, so a timeout or a
-failing section keeps what was measured (failures are recorded under "errors"); prints it last.
+against the slow ones on the device (CUDA-graph decoding and sampling vs eager, in bf16 and float32;
+bf16 RMSNorm's fused kernel vs the float32 round trip), and the numbers of issues 2 and 9 (decode
+cost vs length and batch, graphs vs eager, seconds per 512 px image, images/s vs batch, sampler vs
+the released scheme, training MFU vs the measured matmul peak, eager and compiled). Writes JSON to
+$OUT (or ./gpu_model_check.json) after every section, so a timeout or a failing section keeps what
+was measured (failures are recorded under "errors"); prints it last. About 2 minutes on an H200,
+plus ~30 s with --compile. Results of 2026-12-04: benchmarks/results/nvidia-h200.md.
 
-    python scripts/gpu_model_check.py            # on a GPU machine
-    python scripts/gpu_model_check.py --preset tiny --device cpu   # the same code path, in seconds
+    python scripts/gpu_model_check.py --profile --compile   # on a GPU machine
+    python scripts/gpu_model_check.py --preset tiny --device cpu --quick   # the same code path, in seconds
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def test_the_gpu_check_script_runs_its_whole_path_on_a_cpu(tmp_path):
     on the CPU) must work before it gets there, and its fast paths must equal the slow ones."""
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "scripts/gpu_model_check.py", "--preset", "tiny", "--device", "cpu",
-                           "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           "--quick", "--profile"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OUT": str(out)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((out / "gpu_model_check.json").read_text())
@@ -57,3 +57,9 @@ def test_the_gpu_check_script_runs_its_whole_path_on_a_cpu(tmp_path):
     assert result["sampler_rel_difference_vs_released"] < 1e-5
     assert set(result["training"]) == {"und_sft", "gen_pretrain", "gen_finetune"}
     assert all(0 < r["mfu_vs_measured_peak"] < 1 for r in result["training"].values())
+    assert result["decode_graphed_equals_eager_16_tokens"] is True  # on a CPU both are the eager decoder
+    assert result["decode_first_different_token"] is None
+    assert set(result["sampler_images_per_second"]) == {"1", "4", "8"}
+    assert set(result["rms_norm_bf16"]) == {"8192x2048", "131072x128", "1x2048"}
+    profile = (out / "gpu_profile.txt").read_text()
+    assert "== sampler, eager, 5 steps" in profile and "== training gen_finetune: one optimizer step" in profile
