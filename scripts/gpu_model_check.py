@@ -85,7 +85,6 @@ def decode_checks(model, device, out, quick):
     out["decode_cached_vs_full_rel_error"] = ((cached - full).norm() / full.norm()).item()
     out["decode_cached_equals_uncached_16_tokens"] = tokens == generate_reports_uncached(model, img, [prompt], s)
 
-
     def graphed_vs_eager(prefix):
         # a random model's logits are nearly flat, so bf16 rounding can flip a greedy token and the
         # reports part ways after it: the first decode step (same input token) shows the step's own

@@ -6,12 +6,13 @@ the step), and the branches' identical inputs are embedded and projected once in
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler_sample
+from unixcxr.inference.graphs import capture, graphed_or_eager
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
 from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate
@@ -127,29 +128,13 @@ class GraphedStep:
     def __init__(self, step: VelocityStep, x_t: torch.Tensor):
         self.x = x_t.clone()
         self.t = torch.zeros(1, device=x_t.device)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up outside the graph (allocator, kernels); writes only scratch
-                step(self.x, self.t)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = step(self.x, self.t)
+        self.graph, self.out = capture(lambda: step(self.x, self.t))  # the warm-ups write only scratch
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.x.copy_(x_t)
         self.t.copy_(t)
         self.graph.replay()
         return self.out
-
-
-def _graphed_or_eager(step: VelocityStep, x: torch.Tensor):
-    try:
-        return GraphedStep(step, x)
-    except RuntimeError as err:  # capture unsupported here: same numbers, only slower
-        warnings.warn(f"CUDA graph capture failed ({err}); sampling without graphs", stacklevel=3)
-        return step
 
 
 @torch.no_grad()
@@ -180,7 +165,7 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
     def velocity_fn(x, t, branches):
         if branches not in steps:
             step = VelocityStep(model, cache, x.shape[0], grid, branches)
-            steps[branches] = _graphed_or_eager(step, x) if use_graphs else step
+            steps[branches] = graphed_or_eager(partial(GraphedStep, step, x), step, "sampling") if use_graphs else step
         v = steps[branches](x, torch.tensor([t], device=x.device))
         return dict(zip(branches, v.chunk(len(branches))))
 

@@ -5,12 +5,13 @@ replayed from one CUDA graph (a step of the released-size model is otherwise lau
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
+from unixcxr.inference.graphs import capture, graphed_or_eager
 from unixcxr.model.mot import KVCache, Routing
 from unixcxr.model.sequence import LATENT, SampleLayout, collate, understanding_layout
 from unixcxr.model.unix import UniX
@@ -76,15 +77,8 @@ class GraphedDecodeStep:
 
     def __init__(self, step: DecodeStep):
         self.step = step
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up outside the graph; writes only the column at `slot`,
-            for _ in range(2):           # which the first real step overwrites before reading it
-                step()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = step()
+        # the warm-ups write only the column at `slot`, which the first real step rewrites before reading it
+        self.graph, self.logits = capture(step)
 
     def set(self, token: torch.Tensor, position: torch.Tensor, column: int) -> None:
         self.step.set(token, position, column)
@@ -95,18 +89,6 @@ class GraphedDecodeStep:
 
 
 GRAPH_MIN_TOKENS = 8  # capturing costs about three eager steps: below this, decode eagerly
-
-
-def _decode_step(model: UniX, cache: KVCache, key_valid: torch.Tensor, token, position, graphs: bool):
-    step = DecodeStep(model, cache, key_valid)
-    step.set(token, position, cache.length)
-    if not graphs:
-        return step
-    try:
-        return GraphedDecodeStep(step)
-    except RuntimeError as err:  # capture unsupported here: same numbers, only slower
-        warnings.warn(f"CUDA graph capture failed ({err}); decoding without graphs", stacklevel=3)
-        return step
 
 
 def _layouts(model: UniX, prompts: list[list[int]]) -> list[SampleLayout]:
@@ -163,9 +145,12 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
         if cache.length >= cache.max_len:
             raise ValueError(f"KV cache overflow: {cache.length + 1} tokens > capacity {cache.max_len}")
         if static:
-            if step_fn is None:
-                step_fn = _decode_step(model, cache, key_valid, token, position, graphs)
-            step_fn.set(token, position, cache.length)
+            if step_fn is None:  # set before a capture: its warm-ups write the column at the slot
+                eager = DecodeStep(model, cache, key_valid)
+                eager.set(token, position, cache.length)
+                step_fn = graphed_or_eager(partial(GraphedDecodeStep, eager), eager, "decoding") if graphs else eager
+            else:
+                step_fn.set(token, position, cache.length)
             logits = step_fn()
         else:
             h = model.embed_tokens(token[:, None])
