@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from unixcxr.data.images import letterbox, load_image
+from unixcxr.data.images import letterbox
 from unixcxr.data.prompts import REPORT_INSTRUCTIONS, asks_findings_only
 from unixcxr.data.synthcxr import generate_dataset
 from unixcxr.data.tokenizer import ReportTokenizer
@@ -121,7 +121,7 @@ def test_film_cache_is_built_once_from_the_letterboxed_files(items, tmp_path):
     films = film_cache(items, 32, tmp_path, env, workers=0, progress=False)
     (path,) = tmp_path.glob("films_32_*.npy")
     stamp = path.stat().st_mtime_ns
-    expected = np.round(letterbox(load_image(items[5].path, min_size=32), 32) * 255).astype(np.uint8)
+    expected = np.round(letterbox(items[5].image.read(min_size=32), 32) * 255).astype(np.uint8)
     assert np.abs(films[5].astype(int) - expected.astype(int)).max() <= 1
     again = film_cache(items, 32, tmp_path, env, workers=0, progress=False)
     assert path.stat().st_mtime_ns == stamp and np.array_equal(again, films)

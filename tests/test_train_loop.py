@@ -14,7 +14,7 @@ from torch import nn
 from unixcxr.data.batches import GenerationExample, UnderstandingExample, make_batch
 from unixcxr.model.config import tiny
 from unixcxr.model.unix import UniX, is_gen_parameter
-from unixcxr.train.checkpoint import CheckpointError, list_checkpoints
+from unixcxr.train.checkpoint import CheckpointError, check_compatible, latest_checkpoint, list_checkpoints, read_meta
 from unixcxr.train.distributed import DistEnv
 from unixcxr.train.ema import EMA
 from unixcxr.train.loop import LoopSettings, MicroBatch, NonFiniteLoss, Trainer
@@ -50,13 +50,14 @@ class Regression:
         return loss
 
 
-def _trainer(tmp_path, model, problem, steps=6, **overrides) -> Trainer:
+def _trainer(tmp_path, model, problem, steps=6, strategy="single", **overrides) -> Trainer:
     torch.manual_seed(0)
     settings = LoopSettings(steps=steps, lr=0.05, warmup=2, accumulation=2, ema=0.5, log_every=2, checkpoint_every=3,
                             keep_checkpoints=2, progress=False, **overrides)
     params = dict(model.named_parameters())
     meta = {"stage": "und_sft", "config": CONFIG.to_dict(), "recipe": vars(STAGE)}
-    return Trainer(model, params, problem.loss_fn(model), settings, DistEnv(), tmp_path, meta, peak_flops=1e9)
+    return Trainer(model, params, problem.loss_fn(model), settings, DistEnv(), tmp_path, meta, peak_flops=1e9,
+                   strategy=strategy)
 
 
 def test_learning_rate_warms_up_linearly_then_stays_constant(tmp_path):
@@ -87,14 +88,14 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_the_samples(tmp_pa
     assert trainer.step == 3
 
 
-def test_checkpoints_continue_exactly_as_if_never_interrupted(tmp_path):
+@pytest.mark.parametrize("strategy", ["single", "fsdp"])
+def test_checkpoints_continue_exactly_as_if_never_interrupted(tmp_path, strategy):
     problem = Regression()
-    straight = _trainer(tmp_path / "a", nn.Linear(4, 1), problem)
+    straight = _trainer(tmp_path / "a", nn.Linear(4, 1), problem, strategy=strategy)
     straight.fit(problem.stream(0, 6, 2))
-
-    first = _trainer(tmp_path / "b", nn.Linear(4, 1), problem, steps=3)
+    first = _trainer(tmp_path / "b", nn.Linear(4, 1), problem, steps=3, strategy=strategy)
     first.fit(problem.stream(0, 3, 2))  # saves at step 3
-    resumed = _trainer(tmp_path / "b", nn.Linear(4, 1), problem)  # a fresh process would build this
+    resumed = _trainer(tmp_path / "b", nn.Linear(4, 1), problem, strategy=strategy)  # as a fresh process would
     assert resumed.resume(CONFIG, "und_sft", STAGE) and resumed.step == 3
     resumed.fit(problem.stream(3, 6, 2))
     for name, p in straight.params.items():
@@ -112,7 +113,34 @@ def test_only_the_newest_checkpoints_are_kept_and_no_temporary_file_is_left(tmp_
     assert names == ["step_00000009.safetensors", "step_00000012.safetensors"]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == names
     stored = load_file(tmp_path / "checkpoints" / names[-1])
-    assert {"param.weight", "ema.weight", "optim.weight.exp_avg", "optim.weight.exp_avg_sq", "rng.torch"} <= set(stored)
+    assert {"param.weight", "ema.weight", "optim.weight.exp_avg", "optim.weight.exp_avg_sq"} <= set(stored)
+    meta = read_meta(tmp_path / "checkpoints" / names[-1])
+    assert meta["step"] == 12 and meta["world_size"] == 1 and {"torch", "python", "numpy"} <= set(meta["rng"])
+
+
+def test_sharded_checkpoints_are_folders_each_rank_writes_into_and_stale_temporaries_go(tmp_path):
+    problem = Regression()
+    trainer = _trainer(tmp_path, nn.Linear(4, 1), problem, steps=12, strategy="fsdp")
+    trainer.fit(problem.stream(0, 12, 2))
+    folder = tmp_path / "checkpoints"
+    names = [p.name for p in list_checkpoints(folder)]
+    assert names == ["step_00000009", "step_00000012"]
+    files = sorted(p.name for p in (folder / names[-1]).iterdir())
+    assert ".metadata" in files and "meta.json" in files and any(f.endswith(".distcp") for f in files)
+    (folder / ".step_00000015.tmp").mkdir()  # a write killed half-way: not listed, removed at the next start
+    (folder / ".step_00000015.tmp" / "__0_0.distcp").write_bytes(b"partial")
+    assert latest_checkpoint(folder).name == "step_00000012"
+    _trainer(tmp_path, nn.Linear(4, 1), problem, steps=12, strategy="fsdp")
+    assert sorted(p.name for p in folder.iterdir()) == names
+
+
+def test_an_unsharded_checkpoint_refuses_another_world_size_naming_the_fix(tmp_path):
+    problem = Regression()
+    _trainer(tmp_path, nn.Linear(4, 1), problem, steps=3).fit(problem.stream(0, 3, 2))
+    path = latest_checkpoint(tmp_path / "checkpoints")
+    check_compatible(path, read_meta(path), CONFIG, "und_sft", STAGE, DistEnv())
+    with pytest.raises(CheckpointError, match="written by 1 process.*--nproc-per-node 1.*strategy: fsdp"):
+        check_compatible(path, read_meta(path), CONFIG, "und_sft", STAGE, DistEnv(rank=0, world_size=2))
 
 
 def test_a_checkpoint_from_another_config_or_recipe_is_refused_naming_the_fields(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from unixcxr.cli import CliError
@@ -47,13 +48,24 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", type=Path, metavar="RECIPE.yaml", help="training recipe (see configs/)")
     parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="data folder in the MIMIC-CXR-JPG layout (real MIMIC, or `unixcxr synth` output)")
-    parser.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder to create or continue")
+                        help="a MIMIC-CXR-JPG layout folder (real MIMIC, or `unixcxr synth` output) or a shards "
+                             "folder from `unixcxr prepare` (recognised by its index.json)")
+    parser.add_argument("--reports", type=Path, metavar="CLEANED.jsonl",
+                        help="cleaned report text from `unixcxr clean`, used instead of the raw reports")
+    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="run folder to create or continue (required "
+                        "unless --dry-run)")
     parser.add_argument("--stage", metavar="NAME",
                         help=f"run only this stage ({STAGES_HELP}); earlier ones must be done")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     parser.add_argument("--device", default="auto", help="auto (GPU if there is one), cpu, cuda (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs and CI)")
+    plan = parser.add_argument_group("planning (writes nothing)")
+    plan.add_argument("--dry-run", action="store_true",
+                      help="check the recipe and the data (every file it will read), then print per stage the steps, "
+                           "tokens, FLOPs, memory per GPU and wall time")
+    plan.add_argument("--gpus", type=int, default=8, help="GPUs to plan for (default 8, the paper's node)")
+    plan.add_argument("--gpu", default="h100", choices=("h100", "h200", "cpu"),
+                      help="GPU kind to plan for (MFU as measured on it), or cpu: this machine (default h100)")
     parser.set_defaults(func=run)
 
 
@@ -64,11 +76,25 @@ def run(args: argparse.Namespace) -> int:
     from unixcxr.train.pipeline import TrainError, train
     from unixcxr.train.recipe import RecipeError
 
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process speaks for all
+    if args.gpus < 1:
+        raise CliError("--gpus must be at least 1")
     try:
+        if args.dry_run:
+            from unixcxr.train.preflight import dry_run
+
+            print("\n".join(dry_run(args.recipe, args.data, args.reports, args.out, args.gpus, args.gpu)))
+            return 0
+        if args.out is None:
+            raise CliError("--out RUN_DIR is required (the run folder to create or continue)")
         summaries = train(args.recipe, args.data, args.out, stage=args.stage, resume=args.resume,
-                          device=args.device, progress=not args.no_progress)
+                          device=args.device, progress=not args.no_progress, reports=args.reports)
     except (RecipeError, TrainError, CheckpointError, DataError, NonFiniteLoss) as err:
+        if not main:
+            raise SystemExit(2) from None
         raise CliError(str(err)) from err
+    if not main:
+        return 0
     for name, summary in summaries.items():
         shown = {k: v for k, v in summary.items() if k in ("wall_seconds", "loss", "val_loss", "tokens_per_s", "mfu",
                                                             "val_micro_f1", "val_micro_f1_baseline", "vocab_size")}

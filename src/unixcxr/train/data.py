@@ -1,6 +1,7 @@
-"""Training data from a data folder in the MIMIC-CXR-JPG layout (real MIMIC, or SynthCXR):
+"""Training data from a data set (unixcxr.data.sources: a MIMIC-CXR-JPG layout folder, real or
+SynthCXR, or `unixcxr prepare` shards, optionally with cleaned reports):
 
-- items: one per frontal image of a split, with its report sections;
+- items: one Sample per frontal image of a split, with its report sections;
 - caches in the run folder, built once: letterboxed 8-bit films per resolution (a memory map),
   and raw VAE latents per resolution (the VAE is frozen after stage 0, so encoding every image at
   every step would only burn time); both are filled in parallel by all ranks;
@@ -28,48 +29,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from unixcxr.data.images import letterbox, load_image
+from unixcxr.data.images import letterbox
 from unixcxr.data.images import to_uint8 as film_to_uint8
 from unixcxr.data.reports import DataError, format_report
+from unixcxr.data.sources import DataSource, ImageRef, Sample
 from unixcxr.train.distributed import DistEnv, barrier
 
 CACHE_CHUNK = 64  # images per task / per VAE batch while filling a cache
 LATENT_DTYPE = np.float16  # raw latents on disk: half the bytes, far below the VAE's own error
 
 
-@dataclass(frozen=True)
-class Item:
-    """One training image and the text that goes with it."""
-
-    id: str
-    path: Path
-    findings: str
-    impression: str
-    instruction: str | None = None  # instruction-style (LLaVA) records bring their own prompt
-
-    @property
-    def report(self) -> str:
-        return format_report(self.findings, self.impression)
-
-    @property
-    def prompt(self) -> str:
-        """The generation prompt: the findings text (the impression when there are no findings)."""
-        return self.findings.strip() or self.impression.strip()
-
-
-def load_items(data_dir: str | Path, split: str) -> list[Item]:
-    """Every frontal image of `split` that has report text."""
-    from unixcxr.data.datasets import load_records  # pydicom & co. only when data is read
-
-    items = []
-    for record in load_records(data_dir, splits=(split,), progress=False):
-        if not (record.findings.strip() or record.impression.strip()):
-            continue
-        image_ids = record.image_ids or tuple(p.stem for p in record.image_paths)
-        for path, image_id in zip(record.image_paths, image_ids):
-            items.append(Item(f"s{record.study_id}_{image_id}", Path(path), record.findings, record.impression,
-                              record.instruction))
-    return items
+def load_items(data: str | Path | DataSource, split: str) -> list[Sample]:
+    """Every frontal image of `split` that has report text (a data folder, shards, or a DataSource)."""
+    source = data if isinstance(data, DataSource) else DataSource(data)
+    return source.samples(split)
 
 
 # --- caches ------------------------------------------------------------------------------------------
@@ -77,12 +50,15 @@ def _key(*parts: object) -> str:
     return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:12]
 
 
-def items_key(items: list[Item]) -> str:
-    """Changes when the list of images or any file changes."""
-    digest = hashlib.sha256()
+def items_key(items: list[Sample]) -> str:
+    """Changes when the list of images or any file they are read from changes."""
+    digest, stats = hashlib.sha256(), {}
     for item in items:
-        stat = item.path.stat()
-        digest.update(f"{item.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        path = item.image.path
+        if path not in stats:  # a shard holds many images: stat it once
+            stat = path.stat()
+            stats[path] = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        digest.update(f"{item.image}\0{stats[path]}\n".encode())
     return digest.hexdigest()[:12]
 
 
@@ -110,19 +86,19 @@ def _fill_shared(path: Path, shape: tuple, dtype, fill: Callable[[list[int], np.
     return np.load(path, mmap_mode="r")
 
 
-def _load_film(task: tuple[str, int]) -> np.ndarray:
-    path, size = task
-    return film_to_uint8(letterbox(load_image(path, min_size=size), size))
+def _load_film(task: tuple[ImageRef, int]) -> np.ndarray:
+    image, size = task
+    return film_to_uint8(letterbox(image.read(min_size=size), size))
 
 
-def film_cache(items: list[Item], size: int, cache_dir: Path, env: DistEnv, workers: int = 0,
+def film_cache(items: list[Sample], size: int, cache_dir: Path, env: DistEnv, workers: int = 0,
                progress: bool = True) -> np.ndarray:
     """uint8 [N, size, size] letterboxed films, memory-mapped from cache_dir."""
     path = cache_dir / f"films_{size}_{items_key(items)}.npy"
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and not path.is_file() else None
 
     def fill(rows: list[int], out: np.ndarray) -> None:
-        tasks = [(str(items[i].path), size) for i in rows]
+        tasks = [(items[i].image, size) for i in rows]
         for i, film in zip(rows, pool.imap(_load_film, tasks) if pool else map(_load_film, tasks)):
             out[i] = film
 
@@ -184,7 +160,7 @@ class TextTokens:
     findings_only: list[bool]  # per template: it asks for FINDINGS alone
 
 
-def tokenize(tokenizer, items: list[Item], max_tokens: int) -> TextTokens:
+def tokenize(tokenizer, items: list[Sample], max_tokens: int) -> TextTokens:
     from unixcxr.data.prompts import REPORT_INSTRUCTIONS, asks_findings_only
 
     def enc(texts: list[str]) -> list[list[int]]:

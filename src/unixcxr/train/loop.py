@@ -25,6 +25,7 @@ from unixcxr.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_meta,
+    remove_stale,
     save_checkpoint,
 )
 from unixcxr.train.distributed import DistEnv, all_reduce_sum, full_tensor, gradient_sync
@@ -81,6 +82,7 @@ class Trainer:
     folder: Path  # the stage folder: checkpoints/, metrics.jsonl
     meta: dict  # config and stage recipe, stored in every checkpoint
     peak_flops: float = 0.0  # per device; 0 = do not report MFU
+    strategy: str = "single"  # how the model is distributed: "fsdp" checkpoints are written per rank
     validate: ValidateFn | None = None
     step: int = 0  # optimizer steps done
     log: MetricsLog | None = None
@@ -102,6 +104,7 @@ class Trainer:
         self.log = self.log or MetricsLog(self.folder / "metrics.jsonl", self.env)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.env.device.type == "cuda" \
             else contextlib.nullcontext()
+        remove_stale(self.checkpoint_dir, self.env)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -113,8 +116,8 @@ class Trainer:
         path = latest_checkpoint(self.checkpoint_dir)
         if path is None:
             return False
-        check_compatible(path, read_meta(path), config, stage, stage_recipe)
-        meta = load_checkpoint(path, self.state)
+        check_compatible(path, read_meta(path), config, stage, stage_recipe, self.env)
+        meta = load_checkpoint(path, self.state, self.env)
         self.step = meta["step"]
         self.log.truncate_after(self.step)
         return True
@@ -122,7 +125,7 @@ class Trainer:
     def save(self) -> Path:
         meta = {**self.meta, "data": {"step": self.step}}
         return save_checkpoint(self.checkpoint_dir, self.step, self.state, meta, self.env,
-                               self.settings.keep_checkpoints)
+                               self.settings.keep_checkpoints, self.strategy)
 
     # --- one optimizer step ------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:

@@ -70,26 +70,28 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
         model.init_gen_from_und()  # resumed runs overwrite these with the checkpoint's weights
     model = model.to(ctx.device)
     trainable = set_trainable(model, spec, stage.repa)
-    repa_encoder = build_repa_encoder(ctx.recipe.repa_encoder, model, ctx.device) if stage.repa else None
+    strategy = choose_strategy(rt.strategy, env, config.name)
+    tokenizer = ctx.tokenizer()
+    build, items = stage_data(ctx, name, config, tokenizer, "train")
+    # Everything that runs a part of the network on its own happens before sharding: FSDP2 must see
+    # its first forward through the whole model, and a sharded ViT cannot be called alone.
+    if spec.task != GENERATION and config.vision.center_features:
+        films = build.films[:FEATURE_MEAN_FILMS]
+        model.fit_feature_mean(vit_images(films[i:i + 64], config).to(ctx.device) for i in range(0, len(films), 64))
+    repa_encoder = build_repa_encoder(ctx.recipe.repa_encoder, model, ctx.device, own_copy=strategy == "fsdp") \
+        if stage.repa else None
     if rt.compile:
         model.compile_regions()
-    strategy = choose_strategy(rt.strategy, env, config.name)
     units = [*model.layers, *model.vit.vision_tower.blocks, model.vit]
     wrapped = wrap(model, strategy, env, units)
     params = {n: p for n, p in model.named_parameters() if n in trainable}
     loss_fn = ModelLoss(wrapped, spec, ctx.device, repa_encoder)
-
-    tokenizer = ctx.tokenizer()
-    build, items = stage_data(ctx, name, config, tokenizer, "train")
-    if spec.task != GENERATION and config.vision.center_features:
-        films = build.films[:FEATURE_MEAN_FILMS]
-        model.fit_feature_mean(vit_images(films[i:i + 64], config).to(ctx.device) for i in range(0, len(films), 64))
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
     settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vit.", stage.vit_lr_scale),))
     trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
                       meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
-                      peak_flops=ctx.peak_flops())
+                      peak_flops=ctx.peak_flops(), strategy=strategy)
     trainer.validate = validator(ctx, name, config, model, loss_fn, tokenizer, grid)
     if resume:
         trainer.resume(config, name, stage)
@@ -107,7 +109,7 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
 def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split: str):
     """The micro-batch builder of a stage over one split, and that split's items."""
     spec, stage, rt = SPECS[name], ctx.recipe.stage(name), ctx.recipe.runtime
-    items = ctx.items(split)
+    items = ctx.items(split, generation=spec.task == GENERATION)
     if not items:
         return None, items
     tokens = tokenize(tokenizer, items, rt.max_report_tokens)

@@ -25,12 +25,15 @@ from pathlib import Path
 
 import torch
 
+from unixcxr.data.reports import DataError
+from unixcxr.data.sources import DataSource, Sample
 from unixcxr.model.config import UniXConfig, preset
 from unixcxr.model.io import CONFIG, TOKENIZER, VAE_WEIGHTS, resolve_model_folder
 from unixcxr.train.distributed import DistEnv, barrier, broadcast_object, close_distributed, init_distributed
 from unixcxr.train.loop import LoopSettings
 from unixcxr.train.mfu import measure_peak_flops
-from unixcxr.train.recipe import STAGE_ORDER, Recipe, recipe_diff
+from unixcxr.train.preflight import annotation_path, check_inputs
+from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError, recipe_diff
 
 LATENT_STATS = "latent_stats.json"
 RESUMABLE_RECIPE_FIELDS = ("runtime.",)  # prefixes that may differ when a run is continued
@@ -91,7 +94,7 @@ class RunContext:
     """Everything a stage runner needs, loaded lazily and once."""
 
     recipe: Recipe
-    data_dir: Path
+    data: DataSource
     run: RunFolder
     env: DistEnv
     progress: bool = True
@@ -102,12 +105,17 @@ class RunContext:
     def device(self) -> torch.device:
         return self.env.device
 
-    def items(self, split: str):
-        if split not in self._items:
-            from unixcxr.train.data import load_items
-
-            self._items[split] = load_items(self.data_dir, split)
-        return self._items[split]
+    def items(self, split: str, generation: bool = False) -> list[Sample]:
+        """The samples of `split`; for the generation stages, from the recipe's generation split
+        file when it names one for `split`."""
+        key = (split, generation and split in self.recipe.data.generation_split)
+        if key not in self._items:
+            if key[1]:
+                path = annotation_path(self.recipe.data.generation_split[split], self.data.root)
+                self._items[key] = self.data.annotated(path, split)
+            else:
+                self._items[key] = self.data.samples(split)
+        return self._items[key]
 
     def config(self) -> UniXConfig:
         return derive_config(self.recipe, self.run)
@@ -225,11 +233,14 @@ def _runners():
             "gen_pretrain": run_model_stage, "gen_finetune": run_model_stage}
 
 
-def check_run_folder(recipe: Recipe, run: RunFolder, resume: bool, stage: str | None) -> None:
-    if not run.recipe.is_file():
-        if run.root.is_dir() and any(run.root.iterdir()):
+def check_run_folder(recipe: Recipe, run: RunFolder, resume: bool, stage: str | None) -> bool:
+    """Whether RUN_DIR starts fresh; an error if it holds another run, or this run with another recipe.
+    A folder holding only recipe.yaml (a start that failed before any stage wrote anything) is fresh."""
+    others = [p for p in run.root.iterdir() if p != run.recipe] if run.root.is_dir() else []
+    if not run.recipe.is_file() or not others:
+        if others:
             raise TrainError(f"{run.root} is not empty and holds no run (no recipe.yaml); choose a new --out")
-        return
+        return True
     if not (resume or stage):
         raise TrainError(f"{run.root} already holds a run; pass --resume to continue it, or choose a new --out")
     saved = Recipe.load(run.recipe)
@@ -238,11 +249,34 @@ def check_run_folder(recipe: Recipe, run: RunFolder, resume: bool, stage: str | 
     if changed:
         raise TrainError(f"{recipe.source} differs from the run's {run.recipe} in: {', '.join(changed)}; "
                          "continue with the run's own recipe, or choose a new --out")
+    return False
+
+
+def start_run(recipe: Recipe, source: DataSource, run: RunFolder, env: DistEnv, resume: bool,
+              stage: str | None) -> None:
+    """Rank 0 checks the run folder, the recipe's files and the data, then writes recipe.yaml; the
+    other ranks wait for its verdict, so no rank races another over the folder, and a start that
+    fails leaves nothing behind."""
+    problem = None
+    if env.is_main:
+        try:
+            fresh = check_run_folder(recipe, run, resume, stage)
+            check_inputs(recipe, source, recipe.stage_names())
+            if fresh:
+                run.root.mkdir(parents=True, exist_ok=True)
+                recipe.save(run.recipe)
+        except (TrainError, RecipeError, DataError) as err:
+            problem = err
+    problem = broadcast_object(problem, env)
+    if problem is not None:
+        raise problem
 
 
 def train(recipe_path: str | Path, data_dir: str | Path, out_dir: str | Path, stage: str | None = None,
-          resume: bool = False, device: str | None = None, progress: bool = True) -> dict[str, dict]:
-    """Run (or continue) the recipe's stages; returns each stage's summary."""
+          resume: bool = False, device: str | None = None, progress: bool = True,
+          reports: str | Path | None = None) -> dict[str, dict]:
+    """Run (or continue) the recipe's stages; returns each stage's summary. `data_dir` is a MIMIC-CXR-JPG
+    layout folder or a shards folder; `reports` an optional cleaned-reports JSONL laid over its text."""
     recipe = Recipe.load(recipe_path)
     names = recipe.stage_names()
     if stage is not None and stage not in names:
@@ -251,12 +285,9 @@ def train(recipe_path: str | Path, data_dir: str | Path, out_dir: str | Path, st
     run = RunFolder(Path(out_dir))
     env = init_distributed(device)
     try:
-        check_run_folder(recipe, run, resume, stage)
-        if env.is_main and not run.recipe.is_file():
-            run.root.mkdir(parents=True, exist_ok=True)
-            recipe.save(run.recipe)
-        barrier(env)
-        ctx = RunContext(recipe, Path(data_dir), run, env, progress)
+        source = DataSource(data_dir, reports)
+        start_run(recipe, source, run, env, resume, stage)
+        ctx = RunContext(recipe, source, run, env, progress)
         summaries, runners = {}, _runners()
         for name in names:
             if run.is_done(name):

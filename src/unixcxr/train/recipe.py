@@ -31,7 +31,8 @@ MODEL_STAGES = ("und_sft", "gen_pretrain", "gen_finetune")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 PERCEPTUAL_NETWORKS = ("none", "efficientnet-lite0", "reader")
 VISION_TEACHERS = ("efficientnet-lite0",)
-VIT_REPA_ENCODER = "vit"  # the frozen stage-1 ViT, the offline default
+VIT_REPA_ENCODER = "vit"
+GENERATION_SPLITS = ("train", "validate")  # the frozen stage-1 ViT, the offline default
 
 
 class RecipeError(ValueError):
@@ -141,6 +142,17 @@ class ModelStage:
 
 
 @dataclass
+class DataRecipe:
+    """Which samples a task reads when not the data set's own split. Paths are absolute, or relative
+    to the working directory or else to the data folder."""
+
+    # {train: FILE, validate: FILE}: the generation stages' split from a CheXGenBench / LLaVA-Rad CSV
+    # (path, annotated_prompt, chexpert_labels) or a LLaVA JSON, as in the paper; its images are found in
+    # --data by image id, its text is the prompt. Splits not named use the data set's own.
+    generation_split: dict = field(default_factory=dict)
+
+
+@dataclass
 class Stages:
     tokenizer: TokenizerStage | None = None
     vae: VAEStage | None = None
@@ -160,6 +172,7 @@ class Recipe:
     repa_encoder: str = VIT_REPA_ENCODER  # "vit" or a local DINOv2 / RAD-DINO folder (transformers layout)
     optimizer: OptimizerRecipe = field(default_factory=OptimizerRecipe)
     runtime: RuntimeRecipe = field(default_factory=RuntimeRecipe)
+    data: DataRecipe = field(default_factory=DataRecipe)
     source: str = "<recipe>"  # where it was read from (not a YAML field)
 
     # --- reading ---------------------------------------------------------------------------------
@@ -224,6 +237,10 @@ class Recipe:
                 raise RecipeError(f"{where}: stages.und_sft.repa: REPA belongs to generation stages; remove it")
             if not 0.0 <= stage.ema < 1.0:
                 raise RecipeError(f"{where}: stages.{name}.ema must be in [0, 1), got {stage.ema}")
+        for split, path in self.data.generation_split.items():
+            if split not in GENERATION_SPLITS or not isinstance(path, str):
+                raise RecipeError(f"{where}: data.generation_split maps {' / '.join(GENERATION_SPLITS)} to a CSV or "
+                                  f"JSON file; got {split}: {path!r}")
         if self.init is None and self.stages.und_sft is not None and self.stages.tokenizer is None:
             raise RecipeError(f"{where}: training from scratch needs stages.tokenizer (or `init: MODEL_DIR` "
                               "to load a tokenizer and weights)")

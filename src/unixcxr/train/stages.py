@@ -10,6 +10,7 @@ This module imports only torch and the network, so the GPU check script can use 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +90,12 @@ class ModelInputs:
 # --- REPA target encoders ------------------------------------------------------------------------
 class VitRepaEncoder(nn.Module):
     """The frozen stage-1 ViT as REPA target (the offline default): its patch features, which
-    model.repa_loss resamples to the latent grid."""
+    model.repa_loss resamples to the latent grid. `own_copy` keeps a private frozen copy of the ViT:
+    under FSDP2 the model's own ViT is sharded and can only run inside the model's forward."""
 
-    def __init__(self, model: UniX):
+    def __init__(self, model: UniX, own_copy: bool = False):
         super().__init__()
-        self.vit = model.vit
+        self.vit = copy.deepcopy(model.vit).requires_grad_(False) if own_copy else model.vit
         self.mean, self.std = model.config.vision.norm_mean, model.config.vision.norm_std
 
     @property
@@ -157,8 +159,8 @@ def repa_encoder_dim(spec: str, config: UniXConfig) -> int:
     return int(json.loads((Path(spec) / "config.json").read_text())["hidden_size"])
 
 
-def build_repa_encoder(spec: str, model: UniX, device: torch.device) -> nn.Module:
-    return VitRepaEncoder(model) if spec == "vit" else DinoRepaEncoder(spec).to(device)
+def build_repa_encoder(spec: str, model: UniX, device: torch.device, own_copy: bool = False) -> nn.Module:
+    return VitRepaEncoder(model, own_copy) if spec == "vit" else DinoRepaEncoder(spec).to(device)
 
 
 # --- the loss of one micro-batch -------------------------------------------------------------------

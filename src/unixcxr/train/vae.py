@@ -143,7 +143,7 @@ def run_vae_stage(ctx: RunContext, name: str = "vae", resume: bool = False) -> d
     loss_fn = VAELoss(wrapped, stage, ctx.device, perceptual)
     trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
                       meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
-                      peak_flops=ctx.peak_flops())
+                      peak_flops=ctx.peak_flops(), strategy=strategy)  # replicated, but saved like the run's
     trainer.validate = vae_validator(ctx, vae, loss_fn, stage)
     if resume:
         trainer.resume(config, name, stage)

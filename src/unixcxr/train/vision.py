@@ -185,7 +185,7 @@ def fit_encoder(ctx: RunContext, name: str, resume: bool, net: nn.Module, make_l
     params = {n: p for n, p in net.named_parameters() if p.requires_grad}
     trainer = Trainer(wrapped, params, make_loss(wrapped), ctx.loop_settings(name, plan.accumulation), env, folder,
                       meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
-                      peak_flops=ctx.peak_flops())
+                      peak_flops=ctx.peak_flops(), strategy=strategy)  # replicated, but saved like the run's
     trainer.validate = validate
     if resume:
         trainer.resume(config, name, stage)
