@@ -4,12 +4,20 @@ per-pathology FD with a named feature network), the report -> image -> report ro
 ceiling (the same reader on the VAE's reconstructions of the real images), and two baselines (most
 common training report, nearest-neighbour retrieval in raw pixels).
 
-Per-sample outputs are kept in OUT (reports.jsonl, generated/*.png): run the same command again to
-continue a killed run. Writes OUT/metrics.json and OUT/metrics.md.
+--data is a MIMIC-CXR-JPG layout folder or a shards folder from `unixcxr prepare`; --reports lays a
+cleaned-reports JSONL (`unixcxr clean`) over its text, so references are the cleaned reports as in
+the paper; --gen-split takes the generation half (which images, which prompts) from a CheXGenBench
+/ LLaVA-Rad CSV or a LLaVA JSON, as the paper's generation evaluation does. Every option is checked
+(model, data, split, feature network) before anything is generated. Per-sample outputs are kept in
+OUT (reports.jsonl, generated/*.png): run the same command again to continue a killed run. Writes
+OUT/metrics.json and OUT/metrics.md and prints the paper's label table (Micro / Macro x 14 / 5
+observations x uncertain as negative / positive) for the model and the baselines.
 
-example:
+examples:
   unixcxr evaluate --model runs/small --data data/synthcxr --split test --out runs/small/eval
-  unixcxr evaluate --model runs/small --data data/synthcxr --limit 50 --steps 20   # a quick look"""
+  unixcxr evaluate --model runs/small --data data/synthcxr --limit 50 --steps 20   # a quick look
+  unixcxr evaluate --model runs/paper --data shards/mimic-512 --reports cleaned.jsonl \
+      --gen-split LLAVARAD_ANNOTATIONS_TEST.csv --features rad-dino:/models/rad-dino"""
 
 from __future__ import annotations
 
@@ -23,7 +31,11 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="benchmark a model: reports, images, round trip, baselines",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, type=Path, help="model or run folder (or an official release folder)")
-    p.add_argument("--data", required=True, type=Path, help="data folder in the MIMIC-CXR-JPG layout (SynthCXR too)")
+    p.add_argument("--data", required=True, type=Path,
+                   help="MIMIC-CXR-JPG layout folder (SynthCXR too) or shards folder from `unixcxr prepare`")
+    p.add_argument("--reports", type=Path, metavar="CLEANED.jsonl", help="cleaned report text (`unixcxr clean`)")
+    p.add_argument("--gen-split", type=Path, metavar="CSV|JSON",
+                   help="the generation half's images and prompts: a CheXGenBench / LLaVA-Rad CSV or a LLaVA JSON")
     p.add_argument("--split", default="test", choices=["train", "validate", "test"])
     p.add_argument("--out", type=Path, default=None, help="output folder (default: MODEL/eval-SPLIT)")
     p.add_argument("--limit", type=int, default=None, help="first N studies only (default: all)")
@@ -42,25 +54,39 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from unixcxr.data.reports import DataError
-    from unixcxr.evaluate.benchmark import BenchmarkSettings, run_benchmark
+    from unixcxr.data.sources import DataSource
+    from unixcxr.data.tokenizer import TokenizerError
+    from unixcxr.evaluate.benchmark import MIN_STUDIES, BenchmarkSettings, run_benchmark, select
+    from unixcxr.evaluate.image_features import build_extractor
     from unixcxr.model.io import ModelFolderError
     from unixcxr.pipeline import UniXPipeline
 
-    if args.limit is not None and args.limit < 2:
-        raise CliError("--limit must be at least 2 (image metrics need two images per set)")
-    try:
-        pipe = UniXPipeline.from_pretrained(args.model, device=args.device)
-    except ModelFolderError as err:
-        raise CliError(str(err)) from err
+    if args.limit is not None and args.limit < MIN_STUDIES:
+        raise CliError(f"--limit must be at least {MIN_STUDIES} (precision / recall look at 5 neighbours)")
+    for name in ("steps", "max_new_tokens", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be positive, got {value}")
     out = args.out or Path(args.model) / f"eval-{args.split}"
     settings = BenchmarkSettings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
                                  steps=args.steps, sampler=args.sampler, batch_size=args.batch_size,
                                  features=args.features, baselines=not args.no_baselines,
-                                 vae_ceiling=not args.no_vae_ceiling)
+                                 vae_ceiling=not args.no_vae_ceiling,
+                                 generation_split=str(args.gen_split) if args.gen_split else None)
+    # every option is checked before anything is generated: the data, the split, the feature network, the model
     try:
-        run_benchmark(pipe, args.data, out, settings, model_name=str(args.model))
+        source = DataSource(args.data, args.reports)
+        und, gen = select(source, settings)
+        extractor = build_extractor(args.features)
+        pipe = UniXPipeline.from_pretrained(args.model, device=args.device)
+    except (DataError, ValueError, FileNotFoundError, ImportError, OSError, ModelFolderError, TokenizerError) as err:
+        raise CliError(str(err)) from err
+    print(f"evaluating {args.model} on {len(und)} studies of {args.data} ({source.kind}, split {args.split}); "
+          f"images for {len(gen)}" + (f" from {args.gen_split}" if args.gen_split else ""))
+    try:
+        run_benchmark(pipe, source, out, settings, model_name=str(args.model), extractor=extractor)
     except (DataError, ValueError) as err:
         raise CliError(str(err)) from err
-    print((out / "metrics.md").read_text())
+    print((out / "metrics.md").read_text())  # the paper's whole label table, images, round trip
     print(f"wrote {out / 'metrics.json'} and {out / 'metrics.md'}")
     return 0

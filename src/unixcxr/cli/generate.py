@@ -24,7 +24,9 @@ Sampling defaults are the released evaluation settings: 50 steps (grid points), 
 image CFG 1.0, CFG interval (0.4, 1.0], shift 1.0; --settings demo takes the authors' demo
 values (text 3.0, shift 3.0); any option given replaces its preset value.
 --prompts reads a CSV or JSONL with a `report` or `annotated_prompt` column; each row becomes
-OUT_DIR/ID.png, ID from an id / dicom_id / image_id / path column or the row number. Existing
+OUT_DIR/ID.png, ID from an id / dicom_id / image_id / path column or the row number. --prompts
+also takes a data set (a MIMIC-CXR-JPG layout folder or a shards folder): each study of --split
+(default test) is drawn from its findings, as the evaluation does, into OUT_DIR/<study id>.png. Existing
 PNGs are skipped, so an interrupted job resumes; row i always uses seed + i, so a resumed job
 draws the same images. Files are written atomically."""
 
@@ -35,7 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("reports", metavar="REPORT", nargs="*", help="report text(s) to draw")
     add_model_arguments(parser)
     parser.add_argument("-o", "--output", type=Path, help="PNG file for a single REPORT")
-    parser.add_argument("--prompts", type=Path, help="CSV/JSONL with a report or annotated_prompt column")
+    parser.add_argument("--prompts", type=Path,
+                        help="CSV/JSONL with a report or annotated_prompt column, or a data folder / shards folder")
+    parser.add_argument("--split", default="test", choices=("train", "validate", "test"),
+                        help="with a data folder as --prompts: the split whose findings are drawn (default test)")
     parser.add_argument("--out-dir", type=Path, help="folder for the images of several reports (--prompts)")
     parser.add_argument("--settings", default="released", choices=("released", "demo"),
                         help="sampler preset (default released)")
@@ -64,6 +69,8 @@ def read_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
         return [(args.output, args.reports[0], args.seed)]
     if args.reports or args.out_dir is None:
         raise CliError("--prompts needs --out-dir DIR and no REPORT arguments")
+    if args.prompts.is_dir():
+        return data_set_jobs(args)
     from unixcxr.evaluate.report_io import ReportInputError, read_table
 
     try:
@@ -86,6 +93,21 @@ def read_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
     if empty:
         raise CliError(f"{args.prompts}: empty {text_column} for {', '.join(empty[:5])}; fill or remove those rows")
     return jobs
+
+
+def data_set_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
+    """One job per study of a data set's split: its findings (the evaluation's prompt), seed + i."""
+    from unixcxr.data.reports import DataError
+    from unixcxr.data.sources import DataSource
+    from unixcxr.evaluate.benchmark import first_per_study
+
+    try:
+        studies = first_per_study(DataSource(args.prompts).samples(args.split))
+    except DataError as err:
+        raise CliError(str(err)) from err
+    if not studies:
+        raise CliError(f"{args.prompts}: no studies with report text in split {args.split!r}")
+    return [(args.out_dir / f"{s.study_id}.png", s.prompt, args.seed + i) for i, s in enumerate(studies)]
 
 
 def run(args: argparse.Namespace) -> int:

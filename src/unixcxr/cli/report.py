@@ -20,7 +20,8 @@ examples:
   unixcxr report --model runs/small a.dcm b.jpg --prompt "Describe the FINDINGS of this chest X-ray."
 
 --model takes our model or run folder, or the authors' release folder as downloaded. A folder
-given as IMAGE stands for every PNG/JPEG/DICOM file under it. Without -o each report is printed
+given as IMAGE stands for every PNG/JPEG/DICOM file under it; a shards folder (`unixcxr prepare`)
+for every image in its shards (--split picks one split), named SHARDS#<sample id>. Without -o each report is printed
 after its file name; with -o each line of the JSONL file is {"image": PATH, "report": TEXT}
 (readable by `unixcxr label`). Rerunning with the same -o skips the images already written, so
 an interrupted job resumes. Decoding is greedy (the released evaluation setting) unless
@@ -42,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                         help=f"images per forward pass (default {DEFAULT_BATCH})")
     parser.add_argument("-o", "--output", type=Path, default=None, help="JSONL file to write (resumable)")
+    parser.add_argument("--split", choices=("train", "validate", "test"),
+                        help="with a shards folder as IMAGE: only this split (default: all)")
     parser.set_defaults(func=run)
 
 
@@ -68,16 +71,29 @@ def load_pipeline(args: argparse.Namespace):
         raise CliError(str(err)) from err
 
 
-def expand_images(paths: list[Path]) -> list[Path]:
+def expand_images(paths: list[Path], split: str | None = None) -> list[tuple[str, object]]:
+    """(name, source) of every image: a file's path, or an image inside a shards folder (an ImageRef)."""
+    from unixcxr.data.reports import DataError
+    from unixcxr.data.sources import DataSource, is_shards
+
     out = []
     for path in paths:
-        if path.is_dir():
+        if is_shards(path):
+            try:
+                source = DataSource(path)
+                samples = source.samples(split) if split else source.all_samples()
+            except DataError as err:
+                raise CliError(str(err)) from err
+            if not samples:
+                raise CliError(f"{path}: no images in {'split ' + split if split else 'its shards'}")
+            out += [(f"{path}#{s.id}", s.image) for s in samples]
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:
                 raise CliError(f"{path}: no PNG, JPEG or DICOM files inside")
-            out += found
+            out += [(str(p), p) for p in found]
         else:
-            out.append(path)
+            out.append((str(path), path))
     return out
 
 
@@ -106,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
     from unixcxr.data.images import ImageLoadError
     from unixcxr.pipeline import to_unit_image
 
-    images = expand_images(args.images)
+    images = expand_images(args.images, args.split)
     done = done_images(args.output) if args.output else set()
-    todo = [p for p in images if str(p) not in done]
+    todo = [(name, source) for name, source in images if name not in done]
     if done:
         print(f"{len(images) - len(todo)} of {len(images)} images already in {args.output}; resuming", file=sys.stderr)
     pipe = load_pipeline(args)
@@ -119,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(total=len(todo), unit="image", desc="reports", disable=out is None)
         for start in range(0, len(todo), args.batch_size):
             batch, pixels = [], []
-            for path in todo[start:start + args.batch_size]:
+            for name, source in todo[start:start + args.batch_size]:
                 try:
-                    pixels.append(to_unit_image(path, size))
-                    batch.append(path)
+                    pixels.append(to_unit_image(source, size) if isinstance(source, Path) else source.read(size))
+                    batch.append(name)
                 except ImageLoadError as err:
                     failed += 1
                     print(f"skipped: {err}", file=sys.stderr)
@@ -134,11 +150,11 @@ def run(args: argparse.Namespace) -> int:
                                       batch_size=args.batch_size)
             except ValueError as err:
                 raise CliError(str(err)) from err
-            for path, text in zip(batch, reports):
+            for name, text in zip(batch, reports):
                 if out is None:
-                    print(f"{path}\t{text}")
+                    print(f"{name}\t{text}")
                 else:
-                    out.write(json.dumps({"image": str(path), "report": text}, ensure_ascii=False) + "\n")
+                    out.write(json.dumps({"image": name, "report": text}, ensure_ascii=False) + "\n")
             if out is not None:
                 out.flush()
                 os.fsync(out.fileno())

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from unixcxr.data.reports import DataError, extract_findings_impression
+from unixcxr.data.reports import DataError, StudyRecord, extract_findings_impression
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,19 @@ class CleanedReports:
             warnings.warn(f"{self.path}: {len(keys) - matched} of {len(keys)} studies have no cleaned text and keep "
                           "their raw report", stacklevel=2)
         return matched
+
+
+def apply_cleaned(records: list[StudyRecord], cleaned: CleanedReports) -> tuple[list[StudyRecord], set[str]]:
+    """The records with their cleaned findings / impression where there is one; and the ids of those."""
+    cleaned.check_matches({r.study_id for r in records})
+    out, done = [], set()
+    for record in records:
+        text = cleaned.lookup(record.study_id)
+        if text is not None:
+            record = replace(record, findings=text[0], impression=text[1])
+            done.add(record.study_id)
+        out.append(record)
+    return out, done
 
 
 def study_key(value: str) -> str:

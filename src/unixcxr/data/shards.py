@@ -99,22 +99,24 @@ class _Sample:
     meta: dict
 
 
-def sample_metadata(record: StudyRecord, image_index: int) -> dict:
+def sample_metadata(record: StudyRecord, image_index: int, cleaned: bool = False) -> dict:
     """Everything a training sample carries besides its pixels: one image of a study, with the
-    study's report and labels. The key names the image uniquely across the data set."""
+    study's report and labels. The key names the image uniquely across the data set. `report` is the
+    raw text; findings / impression are the cleaned ones when `cleaned`."""
     image_id = (record.image_ids or tuple(p.stem for p in record.image_paths))[image_index]
     key = f"s{record.study_id}_{image_id}".replace(".", "-")  # a dot would split the key in two
     return {"key": key, "study_id": record.study_id, "subject_id": record.subject_id, "image_id": image_id,
             "split": record.split, "report": record.report, "findings": record.findings,
-            "impression": record.impression, "labels": record.labels, "instruction": record.instruction}
+            "impression": record.impression, "labels": record.labels, "instruction": record.instruction,
+            "cleaned": cleaned}
 
 
-def _samples(records: Iterable[StudyRecord]) -> list[_Sample]:
+def _samples(records: Iterable[StudyRecord], cleaned: set[str]) -> list[_Sample]:
     """One sample per frontal image, each carrying its study's report and labels."""
     samples = []
     for r in records:
         for i, path in enumerate(r.image_paths):
-            meta = sample_metadata(r, i)
+            meta = sample_metadata(r, i, r.study_id in cleaned)
             samples.append(_Sample(meta["key"], Path(path), meta))
     return samples
 
@@ -151,17 +153,19 @@ def write_shards(
     image_format: str = "png",
     seed: int = 0,
     progress: bool = True,
+    cleaned: set[str] = frozenset(),
 ) -> ShardIndex:
     """Write every frontal image of `records` into shards of `shard_size` samples per split.
     Samples are shuffled (by `seed`) before sharding so that every shard mixes patients;
-    images are decoded in `workers` processes while the main process writes, in order."""
+    images are decoded in `workers` processes while the main process writes, in order.
+    `cleaned`: the studies whose findings / impression are cleaned text (marked in each sample)."""
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format {image_format!r}: choose one of {sorted(IMAGE_FORMATS)}")
     if shard_size < 1 or size < 1:
         raise ValueError(f"shard_size ({shard_size}) and size ({size}) must be positive")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    samples = _samples(records)
+    samples = _samples(records, cleaned)
     if not samples:
         raise DataError("no images to write: the records list no frontal images")
     ordered = _shuffled_by_split(samples, seed)

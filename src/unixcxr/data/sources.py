@@ -119,12 +119,14 @@ class DataSource:
         return list(SPLITS)
 
     def samples(self, split: str) -> list[Sample]:
-        """Every frontal image of `split` that has report text, in a fixed order."""
+        """Every frontal image of `split` that has report text, sorted by id: a data set gives the same
+        samples in the same order whether it is read from its folder or from its shards."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         if split not in self._samples:
             raw = self._shard_samples(split) if self.kind == "shards" else self._folder_samples(split)
-            self._samples[split] = [s for s in self._apply_cleaned(raw) if s.findings.strip() or s.impression.strip()]
+            kept = [s for s in self._apply_cleaned(raw) if s.findings.strip() or s.impression.strip()]
+            self._samples[split] = sorted(kept, key=lambda s: s.id)
         return self._samples[split]
 
     def all_samples(self) -> list[Sample]:

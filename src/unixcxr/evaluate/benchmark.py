@@ -1,7 +1,9 @@
 """One command for a whole benchmark: report generation, image generation, every metric, the
-round trip and the baselines, on one split of a data folder. Per-sample outputs are appended
-(reports) or written atomically (images) as they are produced, so a killed run continues where
-it stopped; metrics.json and metrics.md are written last."""
+round trip and the baselines, on one split of a data set (a MIMIC-CXR-JPG layout folder or a
+shards folder, optionally with cleaned reports; the generation half optionally on an annotation
+split such as the CheXGenBench / LLaVA-Rad test CSV). Per-sample outputs are appended (reports) or
+written atomically (images) as they are produced, so a killed run continues where it stopped;
+metrics.json and metrics.md are written last."""
 
 from __future__ import annotations
 
@@ -15,14 +17,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from unixcxr.data.cleaning.records import ResumableWriter
-from unixcxr.data.images import load_image
-from unixcxr.data.mimic import load_mimic
-from unixcxr.data.reports import StudyRecord
+from unixcxr.data.shards import atomic_output
+from unixcxr.data.sources import DataSource, Sample
 from unixcxr.evaluate import image_metrics as im
 from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_reports
 from unixcxr.evaluate.image_features import build_extractor, extract_features
 from unixcxr.evaluate.labeler import label_reports
 from unixcxr.evaluate.report_metrics import label_f1, report_metrics
+
+F1_COLUMNS = [(f"{kind}_f1_{n}", f"{kind.capitalize()}-F1-{n}") for kind in ("micro", "macro") for n in (14, 5)]
+MAPPINGS = (("uncertain_as_negative", "unc. -"), ("uncertain_as_positive", "unc. +"))
+PNG_MAGIC = b"\x89PNG"
+MIN_STUDIES = im.PRDC_K + 1
 
 
 @dataclass
@@ -39,18 +45,60 @@ class BenchmarkSettings:
     vae_ceiling: bool = True  # also read back the VAE's reconstructions of the real images
     baseline_train_limit: int = 2000  # training studies used by the retrieval baseline
     seed: int = 0
+    generation_split: str | None = None  # CSV / JSON naming the generation half's images and prompts
 
 
-def reference_report(record: StudyRecord) -> str:
+def first_per_study(samples: list[Sample], limit: int | None = None) -> list[Sample]:
+    """One sample per study (its first image), sorted by study id; the first `limit` of them."""
+    first: dict[str, Sample] = {}
+    for sample in samples:
+        first.setdefault(sample.study_id, sample)
+    studies = sorted(first.values(), key=lambda s: s.study_id)
+    return studies[:limit] if limit else studies
+
+
+def select(source: DataSource, s: BenchmarkSettings) -> tuple[list[Sample], list[Sample]]:
+    """(the studies whose reports are generated, the ones whose images are); checks every file."""
+    source.check_files([s.split])
+    und = first_per_study(source.samples(s.split), s.limit)
+    if not und:
+        raise ValueError(f"{source.root}: no studies in split {s.split!r}")
+    gen = und
+    if s.generation_split:
+        gen = first_per_study(source.annotated(s.generation_split, s.split), s.limit)
+    if min(len(und), len(gen)) < MIN_STUDIES:
+        raise ValueError(f"{source.root}: split {s.split!r} gives {min(len(und), len(gen))} studies; the image metrics "
+                         f"need at least {MIN_STUDIES} (precision / recall with k = {im.PRDC_K} neighbours)")
+    return und, gen
+
+
+def reference_report(sample: Sample) -> str:
     """The cleaned-report form the model is trained and scored on."""
-    parts = [f"FINDINGS: {record.findings}" if record.findings else "",
-             f"IMPRESSION: {record.impression}" if record.impression else ""]
-    return " ".join(p for p in parts if p) or record.report
+    return sample.report
 
 
-def generation_prompt(record: StudyRecord) -> str:
+def generation_prompt(sample: Sample) -> str:
     """Generation is prompted with the findings text, as in UniX's evaluation."""
-    return record.findings or record.impression or record.report
+    return sample.prompt
+
+
+def image_files(samples: list[Sample], folder: Path) -> list[Path]:
+    """A file per sample's image: its own file, or its bytes copied out of a shard into `folder`."""
+    paths = []
+    for sample in samples:
+        ref = sample.image
+        if ref.offset is None:
+            paths.append(ref.path)
+            continue
+        with open(ref.path, "rb") as f:
+            f.seek(ref.offset)
+            data = f.read(ref.length)
+        path = folder / f"{sample.id}{'.png' if data.startswith(PNG_MAGIC) else '.jpg'}"
+        if not path.is_file():
+            with atomic_output(path) as tmp:
+                tmp.write_bytes(data)
+        paths.append(path)
+    return paths
 
 
 def _write_json(path: Path, payload) -> None:
@@ -60,105 +108,101 @@ def _write_json(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
-def _save_png(image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".png.tmp")
-    os.close(fd)
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def generate_outputs(pipe, records: list[StudyRecord], out: Path, s: BenchmarkSettings) -> dict[str, str]:
-    """Reports (reports.jsonl) and images (generated/<id>.png) for every record; finished ones are
-    skipped, so rerunning the same command resumes."""
-    (out / "generated").mkdir(parents=True, exist_ok=True)
+def generate_reports(pipe, studies: list[Sample], files: list[Path], out: Path, s: BenchmarkSettings) -> list[str]:
+    """reports.jsonl, one line per study; finished ones are skipped, so rerunning resumes."""
     with ResumableWriter(out / "reports.jsonl") as writer:
-        todo = [r for r in records if r.study_id not in writer.done]
+        todo = [(r, f) for r, f in zip(studies, files) if r.study_id not in writer.done]
         for start in tqdm(range(0, len(todo), s.batch_size), desc="reports", unit="batch", disable=not todo):
             chunk = todo[start:start + s.batch_size]
-            texts = pipe.report([str(r.image_paths[0]) for r in chunk], max_new_tokens=s.max_new_tokens,
-                                batch_size=s.batch_size)
-            for record, text in zip(chunk, texts):
+            texts = pipe.report([str(f) for _, f in chunk], max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
+            for (record, _), text in zip(chunk, texts):
                 writer.append({"id": record.study_id, "report": text})
-    todo = [r for r in records if not (out / "generated" / f"{r.study_id}.png").is_file()]
-    for start in tqdm(range(0, len(todo), s.batch_size), desc="images", unit="batch", disable=not todo):
-        chunk = todo[start:start + s.batch_size]
-        seeds = [s.seed + records.index(r) for r in chunk]  # an image's seed does not depend on resumption
-        images = pipe.generate([generation_prompt(r) for r in chunk], steps=s.steps, settings=s.sampler,
-                               size=s.image_size, seed=seeds, batch_size=s.batch_size)
-        for record, image in zip(chunk, images):
-            _save_png(image, out / "generated" / f"{record.study_id}.png")
     generated = {}
     with open(out / "reports.jsonl") as f:
         for line in f:
             row = json.loads(line)
             generated[str(row["id"])] = row["report"]
-    return generated
+    return [generated[r.study_id] for r in studies]
+
+
+def generate_images(pipe, studies: list[Sample], out: Path, s: BenchmarkSettings) -> list[Path]:
+    """generated/<study>.png per study; existing files are kept, so rerunning resumes."""
+    folder = out / "generated"
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [r for r in studies if not (folder / f"{r.study_id}.png").is_file()]
+    for start in tqdm(range(0, len(todo), s.batch_size), desc="images", unit="batch", disable=not todo):
+        chunk = todo[start:start + s.batch_size]
+        seeds = [s.seed + studies.index(r) for r in chunk]  # an image's seed does not depend on resumption
+        images = pipe.generate([generation_prompt(r) for r in chunk], steps=s.steps, settings=s.sampler,
+                               size=s.image_size, seed=seeds, batch_size=s.batch_size)
+        for record, image in zip(chunk, images):
+            with atomic_output(folder / f"{record.study_id}.png") as tmp:
+                image.save(tmp, format="PNG")
+    return [folder / f"{r.study_id}.png" for r in studies]
 
 
 def _report_block(preds: list[str], refs: list[str], ref_labels: list[dict]) -> dict:
     return report_metrics(preds, refs, label_reports(preds), ref_labels)
 
 
-def run_benchmark(pipe, data_dir: str | Path, out_dir: str | Path, s: BenchmarkSettings | None = None,
-                  model_name: str = "") -> dict:
+def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: BenchmarkSettings | None = None,
+                  model_name: str = "", extractor=None) -> dict:
     s = s or BenchmarkSettings()
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = sorted(load_mimic(data_dir, splits=(s.split,)), key=lambda r: r.study_id)
-    if s.limit:
-        records = records[: s.limit]
-    if not records:
-        raise ValueError(f"{data_dir}: no studies in split {s.split!r}")
-    generated = generate_outputs(pipe, records, out, s)
-    refs = [reference_report(r) for r in records]
+    source = data if isinstance(data, DataSource) else DataSource(data)
+    extractor = extractor or build_extractor(s.features)
+    und, gen = select(source, s)
+    und_files = image_files(und, out / "real")
+    gen_files = image_files(gen, out / "real")
+    preds = generate_reports(pipe, und, und_files, out, s)
+    fake_files = generate_images(pipe, gen, out, s)
+    refs = [reference_report(r) for r in und]
     ref_labels = label_reports(refs)
-    preds = [generated[r.study_id] for r in records]
-    results: dict = {"model": model_name, "data": str(data_dir), "settings": asdict(s), "n_studies": len(records)}
+    results: dict = {"model": model_name, "data": str(source.root), "data_kind": source.kind,
+                     "cleaned_reports": str(source.cleaned.path) if source.cleaned else None,
+                     "settings": asdict(s), "n_studies": len(und), "n_generated": len(gen)}
     results["reports"] = {"model": _report_block(preds, refs, ref_labels)}
 
-    # images: real test images vs images drawn from their findings, one feature network, named
-    extractor = build_extractor(s.features)
-    real_files = [Path(r.image_paths[0]) for r in records]
-    fake_files = [out / "generated" / f"{r.study_id}.png" for r in records]
-    real = extract_features(real_files, extractor, cache_dir=out / "feature_cache")
+    # images: real images vs images drawn from their findings, one feature network, named
+    real = extract_features(gen_files, extractor, cache_dir=out / "feature_cache")
     fake = extract_features(fake_files, extractor, cache_dir=out / "feature_cache")
     images = im.image_metrics(real, fake)
-    ids = [r.study_id for r in records]
-    labels_by_id = {r.study_id: r.labels for r in records}
-    images["per_pathology_fd"] = im.per_pathology_fd(real, ids, fake, ids, labels_by_id)
+    ids = [r.study_id for r in gen]
+    images["per_pathology_fd"] = im.per_pathology_fd(real, ids, fake, ids, {r.study_id: r.labels for r in gen})
     images["features"] = asdict(extractor.spec)
     results["images"] = images
 
     # round trip: read the generated images back and compare with what was asked for
     readback = pipe.report([str(f) for f in fake_files], max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
-    asked = label_reports([generation_prompt(r) for r in records])
+    asked = label_reports([generation_prompt(r) for r in gen])
+    gen_labels = label_reports([reference_report(r) for r in gen])
     results["round_trip"] = {"label_f1_vs_prompt": label_f1(label_reports(readback), asked),
-                             "label_f1_vs_reference_labels": label_f1(label_reports(readback), ref_labels)}
+                             "label_f1_vs_reference_labels": label_f1(label_reports(readback), gen_labels)}
     if s.vae_ceiling:
         # the round trip's ceiling for this VAE and reader: a generated image is a VAE decoding, so it
         # can show no more than the VAE keeps of the real image
-        recon = pipe.reconstruct([str(f) for f in real_files], size=s.image_size, batch_size=s.batch_size)
+        recon = pipe.reconstruct([str(f) for f in gen_files], size=s.image_size, batch_size=s.batch_size)
         read_recon = pipe.report(recon, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
         results["round_trip"]["vae_ceiling_vs_prompt"] = label_f1(label_reports(read_recon), asked)
 
     if s.baselines:
-        results["reports"].update(baseline_reports(data_dir, records, refs, ref_labels, s))
+        results["reports"].update(baseline_reports(source, und, refs, ref_labels, s))
     results["seconds"] = round(time.perf_counter() - start, 1)
     _write_json(out / "metrics.json", results)
     _write_json(out / "metrics.md", markdown(results))
     return results
 
 
-def baseline_reports(data_dir, records, refs, ref_labels, s: BenchmarkSettings) -> dict:
-    train = sorted(load_mimic(data_dir, splits=("train",), progress=False), key=lambda r: r.study_id)
-    train = train[: s.baseline_train_limit]
+def baseline_reports(source: DataSource, studies: list[Sample], refs, ref_labels, s: BenchmarkSettings) -> dict:
+    train = first_per_study(source.samples("train"), s.baseline_train_limit)
     train_refs = [reference_report(r) for r in train]
     common = most_common_report(train_refs)
-    train_images = [load_image(p.image_paths[0]) for p in tqdm(train, desc="baseline images", unit="image")]
-    test_images = [load_image(r.image_paths[0]) for r in records]
+    train_images = [r.image.read() for r in tqdm(train, desc="baseline images", unit="image")]
+    test_images = [r.image.read() for r in studies]
     retrieved = nearest_neighbour_reports(train_images, train_refs, test_images)
-    return {"most_common_report": _report_block([common] * len(records), refs, ref_labels),
+    return {"most_common_report": _report_block([common] * len(studies), refs, ref_labels),
             "nearest_neighbour_pixels": _report_block(retrieved, refs, ref_labels)}
 
 
@@ -168,16 +212,22 @@ def headline(block: dict) -> dict:
             "micro14_neg": neg["micro_f1_14"], "bleu4": block["text"]["bleu_4"], "rougeL": block["text"]["rouge_l"]}
 
 
+def f1_table(blocks: dict[str, dict]) -> list[str]:
+    """The paper's label table: Micro / Macro x 14 / 5 observations x uncertain as negative / positive."""
+    header = "| system | " + " | ".join(f"{name} ({m})" for _, m in MAPPINGS for _, name in F1_COLUMNS)
+    lines = [header + " | BLEU-1 | BLEU-4 | ROUGE-L |", "|---" * (2 + 2 * len(F1_COLUMNS) + 2) + "|"]
+    for system, block in blocks.items():
+        cells = [block["label_f1"][mapping][key] for mapping, _ in MAPPINGS for key, _ in F1_COLUMNS]
+        text = block["text"]
+        cells += [text["bleu_1"], text["bleu_4"], text["rouge_l"]]
+        lines.append(f"| {system} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Benchmark: {results['model']} on {results['data']} ({results['n_studies']} studies, "
              f"split {results['settings']['split']})", "",
-             "## Reports (labels by the built-in CheXpert-style labeler)", "",
-             "| system | Micro-F1-14 (unc.+) | Micro-F1-5 (unc.+) | Macro-F1-14 (unc.+) | Micro-F1-14 (unc.-) "
-             "| BLEU-4 | ROUGE-L |", "|---|---|---|---|---|---|---|"]
-    for name, block in results["reports"].items():
-        h = headline(block)
-        lines.append(f"| {name} | {h['micro14_pos']:.3f} | {h['micro5_pos']:.3f} | {h['macro14_pos']:.3f} | "
-                     f"{h['micro14_neg']:.3f} | {h['bleu4']:.3f} | {h['rougeL']:.3f} |")
+             "## Reports (labels by the built-in CheXpert-style labeler)", "", *f1_table(results["reports"])]
     img = results["images"]
     p = img["prdc"]
     lines += ["", f"## Images (features: {img['features']['name']}, {img['n_real']} real vs {img['n_fake']} "
@@ -193,4 +243,3 @@ def markdown(results: dict) -> str:
         lines += [f"Ceiling (the same reader on the VAE's reconstructions of the real images): "
                   f"{ceiling['uncertain_as_positive']['micro_f1_14']:.3f}", ""]
     return "\n".join(lines)
-

@@ -212,7 +212,8 @@ def format_plan(plans: list[StagePlan], machine: Machine | None, gpus: int, stra
         lines.append(f"{p.name:<13} {p.steps:>7} {p.batch:>6} {p.micro:>6} {p.accumulation or '-':>6} {tokens} {flops} "
                      f"{mem} {hours}" + (f"  ({p.note})" if p.note else ""))
     total = sum(p.hours for p in plans if p.hours)
-    lines.append(f"all stages: {total:.1f} hours of wall time" + (f" ({total * gpus:.0f} GPU-hours)" if machine else ""))
+    gpu_hours = f" ({total * gpus:.0f} GPU-hours)" if machine else ""
+    lines.append(f"all stages: {total:.1f} hours of wall time{gpu_hours}")
     lines.append("MFU: " + (machine.source if machine else f"{CPU_MFU:.0%} of this CPU's measured matmul peak"))
     return lines
 
@@ -245,12 +246,13 @@ def dry_run(recipe_path: str | Path, data: str | Path, reports: str | Path | Non
     strategy = recipe.runtime.strategy
     if strategy == "auto":
         strategy = "single" if world == 1 else "fsdp" if recipe.preset in FSDP_PRESETS else "ddp"
+    data_line = "; ".join(f"{task} " + ", ".join(f"{k} {v}" for k, v in c.items()) for task, c in counts.items())
+    cleaned = f", cleaned reports {source.cleaned.path}" if source.cleaned else ""
+    lengths = "the run's tokenizer" if tokenizer else f"estimated at {CHARS_PER_TOKEN:g} characters a token (no " \
+        "tokenizer yet)"
     lines = [f"recipe {recipe.source}: preset {recipe.preset} ({config.llm.num_layers} layers x "
              f"{config.llm.hidden_size}), stages {', '.join(recipe.stage_names())}",
-             f"data {source.root} ({source.kind}" + (f", cleaned reports {source.cleaned.path}" if source.cleaned else "")
-             + "): " + "; ".join(f"{task} " + ", ".join(f"{k} {v}" for k, v in c.items()) for task, c in counts.items()),
-             "text lengths: " + ("the run's tokenizer" if tokenizer else f"estimated at {CHARS_PER_TOKEN:g} characters a "
-                                 "token (no tokenizer yet)")]
+             f"data {source.root} ({source.kind}{cleaned}): {data_line}", f"text lengths: {lengths}"]
     plans = plan_run(recipe, config, source, world, machine, strategy, cpu_peak, tokenizer)
     lines += format_plan(plans, machine, world, strategy)
     lines.append("dry run: nothing was written")
