@@ -58,7 +58,7 @@ def run(args) -> int:
     from unixcxr.data.tokenizer import TokenizerError
     from unixcxr.evaluate.benchmark import MIN_STUDIES, BenchmarkSettings, run_benchmark, select
     from unixcxr.evaluate.image_features import build_extractor
-    from unixcxr.model.io import ModelFolderError
+    from unixcxr.model.io import ModelFolderError, resolve_model_folder
     from unixcxr.pipeline import UniXPipeline
 
     if args.limit is not None and args.limit < MIN_STUDIES:
@@ -75,6 +75,7 @@ def run(args) -> int:
                                  generation_split=str(args.gen_split) if args.gen_split else None)
     # every option is checked before anything is generated: the data, the split, the feature network, the model
     try:
+        resolve_model_folder(args.model)  # a model folder at all: cheap, before the data is read
         source = DataSource(args.data, args.reports)
         und, gen = select(source, settings)
         extractor = build_extractor(args.features)
