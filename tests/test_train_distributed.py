@@ -104,5 +104,32 @@ def test_unixcxr_train_under_torchrun_runs_every_stage_like_one_process(tmp_path
     assert vae is not None and tokenizer is not None and model.config.tokens.bos == 0
 
 
+@pytest.mark.slow
+def test_the_cpu_recipes_cnn_reader_trains_under_fsdp_with_two_processes(tmp_path):
+    """small.yaml reads with EfficientNet-Lite0, whose channels-last weights FSDP2 cannot shard as they
+    are: the vision stage and und_sft (centred features) run sharded on 2 processes."""
+    import yaml
+
+    from unixcxr.data.synthcxr import generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(data, n=24, size=64, seed=0, workers=1, progress=False)
+    fields = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())
+    fields["model"]["vision"] = {"encoder": "efficientnet-lite0", "image_size": 64, "patch_size": 32, "width": 1280,
+                                 "norm_mean": 0.5, "norm_std": 0.5, "center_features": True}
+    fields["runtime"]["strategy"] = "fsdp"
+    fields["stages"] = {k: v for k, v in fields["stages"].items() if k in ("tokenizer", "vision", "und_sft")}
+    fields["stages"]["und_sft"]["resolution"] = 64
+    recipe = tmp_path / "cnn.yaml"
+    recipe.write_text(yaml.safe_dump(fields))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "unixcxr",
+           "train", str(recipe), "--data", str(data), "--out", str(tmp_path / "run"), "--no-progress"]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads((tmp_path / "run" / "stages" / "und_sft" / "done.json").read_text())
+    assert summary["strategy"] == "fsdp" and summary["steps"] == fields["stages"]["und_sft"]["steps"]
+
+
 if __name__ == "__main__":
     train_und_sft(Path(sys.argv[1]))

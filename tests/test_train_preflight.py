@@ -111,5 +111,8 @@ def test_dry_run_of_the_cpu_recipe_uses_this_machine(data, capsys):
 def test_dry_run_reports_a_missing_generation_split_file(tmp_path, data, capsys):
     fields = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
     fields["data"] = {"generation_split": {"train": str(tmp_path / "absent.csv")}}
-    assert main(["train", str(_recipe(tmp_path, fields)), "--data", str(data), "--dry-run"]) == 2
+    assert main(["train", str(_recipe(tmp_path, fields)), "--data", str(data), "--dry-run", "--gpu", "cpu"]) == 2
     assert "absent.csv: no such annotation file" in capsys.readouterr().err
+    assert main(["train", str(CONFIGS / "tiny.yaml"), "--data", str(data), "--dry-run", "--gpus", "8"]) == 2
+    assert "batch_size 4 does not split into micro-batches of 2 on 8 processes; use a batch_size divisible by 8" \
+        in capsys.readouterr().err

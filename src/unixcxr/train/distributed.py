@@ -86,6 +86,10 @@ def wrap(model: nn.Module, strategy: str, env: DistEnv, shard_units: list[nn.Mod
 
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if env.device.type == "cuda" else MixedPrecisionPolicy()
+        with torch.no_grad():  # FSDP2 shards dense storage: channels-last conv weights (the CNN encoder) first
+            for p in model.parameters():
+                if not p.is_contiguous():
+                    p.data = p.data.contiguous()
         for unit in shard_units:
             fully_shard(unit, mp_policy=policy)
         fully_shard(model, mp_policy=policy)

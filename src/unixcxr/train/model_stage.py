@@ -180,8 +180,8 @@ def export(ctx: RunContext, model: UniX, trainer: Trainer) -> None:
                 full.rope.reset()
         else:
             full = model
-        if env.is_main:
-            vae = ctx.vae()
+        if env.is_main:  # a run without a VAE (understanding only) exports a model that reads but cannot draw
+            vae = ctx.vae() if ctx.run.vae_weights.is_file() else None
             save_model_folder(ctx.run.model, full, vae=vae, tokenizer_file=ctx.run.tokenizer)
     barrier(env)
 

@@ -32,7 +32,7 @@ from unixcxr.model.io import CONFIG, TOKENIZER, VAE_WEIGHTS, resolve_model_folde
 from unixcxr.train.distributed import DistEnv, barrier, broadcast_object, close_distributed, init_distributed
 from unixcxr.train.loop import LoopSettings
 from unixcxr.train.mfu import measure_peak_flops
-from unixcxr.train.preflight import annotation_path, check_inputs
+from unixcxr.train.preflight import annotation_path, check_inputs, check_shapes
 from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError, recipe_diff
 
 LATENT_STATS = "latent_stats.json"
@@ -261,7 +261,8 @@ def start_run(recipe: Recipe, source: DataSource, run: RunFolder, env: DistEnv, 
     if env.is_main:
         try:
             fresh = check_run_folder(recipe, run, resume, stage)
-            check_inputs(recipe, source, recipe.stage_names())
+            check_inputs(recipe, source, recipe.stage_names(), env.world_size)
+            check_shapes(recipe, derive_config(recipe, run))
             if fresh:
                 run.root.mkdir(parents=True, exist_ok=True)
                 recipe.save(run.recipe)

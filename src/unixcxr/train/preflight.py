@@ -54,8 +54,18 @@ DEFAULT_MFU = 0.3  # stages never measured on a GPU (tokenizer, vision, vae)
 CPU_MFU = 0.55  # the small preset's eager training on 2 CPU cores (README: 53-60%)
 
 
-def check_inputs(recipe: Recipe, source: DataSource, names: list[str]) -> dict[str, dict[str, int]]:
-    """Every file the stages `names` will read exists; returns samples per task and split."""
+def check_inputs(recipe: Recipe, source: DataSource, names: list[str],
+                 world_size: int = 1) -> dict[str, dict[str, int]]:
+    """Every file the stages `names` will read exists, and every global batch splits over `world_size`
+    processes; returns samples per task and split."""
+    for name in names:
+        stage = recipe.stage(name)
+        micro = getattr(stage, "micro_batch_size", None)
+        if micro and stage.batch_size % (micro * world_size):
+            fix = f"set micro_batch_size to a divisor of {stage.batch_size // world_size}" \
+                if stage.batch_size % world_size == 0 else f"use a batch_size divisible by {world_size}"
+            raise RecipeError(f"{recipe.source}: stages.{name}.batch_size {stage.batch_size} does not split into "
+                              f"micro-batches of {micro} on {world_size} processes; {fix}, or use fewer processes")
     if recipe.init is not None and not Path(recipe.init).expanduser().is_dir():
         raise RecipeError(f"{recipe.source}: init {recipe.init!r} is not a folder; give a model folder (e.g. made "
                           "by `unixcxr convert-official`) or null to train from scratch")
@@ -75,6 +85,25 @@ def check_inputs(recipe: Recipe, source: DataSource, names: list[str]) -> dict[s
             samples = source.annotated(annotation_path(value, source.root), split)
             counts.setdefault("generation", {})[split] = len(samples)
     return counts
+
+
+def check_shapes(recipe: Recipe, config: UniXConfig) -> None:
+    """Every stage's resolution fits the model (the ViT's input side, the VAE's factor, the latent
+    position table): found before the first stage runs, not when its turn comes."""
+    from unixcxr.train.stages import SPECS, check_resolution
+
+    for name in recipe.stage_names():
+        stage = recipe.stage(name)
+        try:
+            if name in MODEL_STAGES:
+                check_resolution(config, SPECS[name], stage.resolution)
+            elif name == "vae":
+                for field, side in (("resolution", stage.resolution), ("crop", stage.crop or stage.resolution)):
+                    if side % config.vae.downsample:
+                        raise ValueError(f"stages.vae.{field} {side} is not a multiple of the VAE's downsampling "
+                                         f"factor {config.vae.downsample}")
+        except ValueError as err:
+            raise RecipeError(f"{recipe.source}: {err}") from None
 
 
 def annotation_path(value: str, data_root: Path) -> Path:
@@ -202,7 +231,7 @@ def _image_stage_plan(name: str, stage, config: UniXConfig, gpus: int, machine: 
 def format_plan(plans: list[StagePlan], machine: Machine | None, gpus: int, strategy: str) -> list[str]:
     where = f"{gpus} x {machine.name}" if machine else "this CPU"
     lines = [f"plan for {where}, strategy {strategy}:",
-             f"{'stage':<13} {'steps':>7} {'batch':>6} {'micro':>6} {'accum':>6} {'tok/sample':>10} {'PFLOP':>10} "
+             f"{'stage':<13} {'steps':>7} {'batch':>6} {'micro':>6} {'accum':>6} {'tok/sample':>10} {'FLOP':>10} "
              f"{'GiB/dev':>8} {'hours':>8}"]
     for p in plans:
         mem = f"{p.memory_gib:8.1f}" if p.memory_gib is not None else f"{'-':>8}"
@@ -229,9 +258,10 @@ def dry_run(recipe_path: str | Path, data: str | Path, reports: str | Path | Non
 
     recipe = Recipe.load(recipe_path)
     source = DataSource(data, reports)
-    counts = check_inputs(recipe, source, recipe.stage_names())
+    counts = check_inputs(recipe, source, recipe.stage_names(), gpus if gpu != "cpu" else 1)
     run = RunFolder(Path(out) if out else Path("/nonexistent-run-folder"))
     config = derive_config(recipe, run)
+    check_shapes(recipe, config)
     tokenizer_file = run.tokenizer if run.tokenizer.is_file() else \
         resolve_model_folder(recipe.init) / TOKENIZER if recipe.init else None
     tokenizer = ReportTokenizer.load(tokenizer_file) if tokenizer_file else None

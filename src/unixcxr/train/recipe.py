@@ -241,6 +241,9 @@ class Recipe:
             if split not in GENERATION_SPLITS or not isinstance(path, str):
                 raise RecipeError(f"{where}: data.generation_split maps {' / '.join(GENERATION_SPLITS)} to a CSV or "
                                   f"JSON file; got {split}: {path!r}")
+        if self.stages.vae is None and (self.stages.gen_pretrain or self.stages.gen_finetune):
+            raise RecipeError(f"{where}: the generation stages train in the VAE's latent space; add stages.vae (with "
+                              "`init:` it takes the init folder's VAE)")
         if self.init is None and self.stages.und_sft is not None and self.stages.tokenizer is None:
             raise RecipeError(f"{where}: training from scratch needs stages.tokenizer (or `init: MODEL_DIR` "
                               "to load a tokenizer and weights)")
