@@ -17,7 +17,15 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from unixcxr.model.config import GenerationConfig, LanguageConfig, UniXConfig, VAEConfig, VisionConfig, unix
+from unixcxr.model.config import (
+    RELEASED_CONVENTIONS,
+    GenerationConfig,
+    LanguageConfig,
+    UniXConfig,
+    VAEConfig,
+    VisionConfig,
+    unix,
+)
 from unixcxr.model.io import ModelFolderError, save_model_folder
 from unixcxr.model.official_keys import (
     MODEL_RULES,
@@ -142,7 +150,9 @@ def _tokenizer_pad_id(folder: Path) -> int | None:
 
 def official_config(folder: str | Path) -> UniXConfig:
     """UniXConfig of a release folder: sizes from config.json and vae/config.yaml, every other value
-    from the `unix` preset (released special ids, preprocessing, latent normalisation)."""
+    from the `unix` preset (released special ids, preprocessing, latent normalisation), and the
+    authors' conventions (prompt layout, guidance, preprocessing, 8-bit output), recorded so that a
+    converted folder keeps running their way."""
     folder = Path(folder)
     raw = _read_json(folder / CONFIG)
     base = unix()
@@ -162,7 +172,8 @@ def official_config(folder: str | Path) -> UniXConfig:
     pad = lang.get("pad_token_id", _tokenizer_pad_id(folder))
     if pad is not None and pad not in (tokens.bos, tokens.eos, tokens.start_of_image, tokens.end_of_image):
         tokens = dataclasses.replace(tokens, pad=pad)
-    config = UniXConfig(llm=llm, vision=vision, vae=vae, gen=gen, tokens=tokens, name="unix")
+    config = UniXConfig(llm=llm, vision=vision, vae=vae, gen=gen, tokens=tokens, name="unix",
+                        conventions=dataclasses.replace(RELEASED_CONVENTIONS))
     try:
         return config.validate()
     except ValueError as err:
