@@ -132,6 +132,8 @@ def test_renorm_caps_the_guided_norm_at_the_conditional_one():
     ratio = min(1.0, float(c.norm() / (raw.norm() + 1e-8)))
     torch.testing.assert_close(v, raw * ratio)
     assert float(v.norm()) <= float(c.norm()) * (1 + 1e-6)
+    shorter = guide({COND: c, NO_TEXT: 1.5 * c}, PRESETS["released"])  # 1.5c + 2 (c - 1.5c) = 0.5c
+    torch.testing.assert_close(shorter, 0.5 * c)  # a cap, never a stretch
 
 
 def test_the_grid_is_shifted_by_three_and_the_sampler_visits_it():
