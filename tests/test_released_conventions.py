@@ -193,8 +193,8 @@ def test_evaluation_preprocessing_shrinks_a_large_non_square_image_in_8_bits(pip
     thumb.thumbnail((32, 32), Image.Resampling.LANCZOS)
     assert thumb.size == (21, 32)
     left = (32 - 21) // 2
-    torch.testing.assert_close(levels[:, :, left:left + 21], torch.from_numpy(np.array(thumb)).double().permute(2, 0, 1),
-                               rtol=0, atol=1e-3)
+    expected = torch.from_numpy(np.array(thumb)).double().permute(2, 0, 1)
+    torch.testing.assert_close(levels[:, :, left:left + 21], expected, rtol=0, atol=1e-3)
     assert torch.allclose(levels, levels.round(), atol=1e-3)  # resized as 8 bits: whole levels only
 
 
