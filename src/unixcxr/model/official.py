@@ -1,6 +1,6 @@
 """The authors' released UniX weights, loaded strictly onto our modules.
 
-A release folder (OFFICIAL_CHECKPOINT.md) holds a Janus-style config.json ("language_config",
+A release folder (README, "The authors' released weights") holds a Janus-style config.json ("language_config",
 "aligner_config", "vision_config"), one model.safetensors, the DeepSeek tokenizer files and a
 latent-diffusion VAE (vae/kl-f16d16.ckpt + vae/config.yaml). Every tensor is mapped by the rules in
 official_keys.py; a missing, unexpected or mis-shaped tensor is refused with its key named. The

@@ -1,4 +1,4 @@
-"""Token layouts and the attention mask of UniX (UNIX.md section 3).
+"""Token layouts and the attention mask of UniX.
 
 A sample is a run of segments: text (causal, und expert), a ViT image block (und expert), or a
 latent block (gen expert). An image block [start_of_image][tokens][end_of_image] shares ONE RoPE
