@@ -1,7 +1,8 @@
 """Image generation: our sampler (prompt prefix cached once, guidance branches batched into one
 forward, no pass whose scale is 1, the block's RoPE folded into the cached keys, the branches'
-shared first-layer projections run once) vs the released scheme (whole sequence re-run per step, one
-pass per guidance branch whose scale counts, one sample at a time). Same noise: outputs must be identical.
+shared first-layer projections run once) vs the reference scheme (flow/reference.py: whole sequence
+re-run per step, one pass per guidance branch whose scale counts, one sample at a time; the
+authors' own code caches the prompt and is timed against ours in docs/released-code.md). Same noise: outputs must be identical.
 Target (issue 2 / 9): >= 2x faster. Then ours alone: seconds per image against the number of steps,
 the resolution (latent grid) and the batch size (throughput)."""
 

@@ -1,7 +1,9 @@
-"""The released scheme, kept as a reference for tests and benchmarks: one sample at a time, every
-guidance branch a forward of its own (the image-CFG pass included, on the text context when there
-is no input image, as the authors' code runs it), and at every step the whole sequence (prompt +
-latent block) recomputed. Our sampler (inference/images.py) must give the same images, faster."""
+"""The released scheme's arithmetic, computed the slow, obvious way as a reference for tests and
+benchmarks: one sample at a time, every guidance branch a forward of its own (the image-CFG pass
+included, on the text context when there is no input image, as the authors' code runs it), and at
+every step the whole sequence (prompt + latent block) recomputed. (Their code caches the prompt, so
+this is slower than theirs: docs/released-code.md times theirs.) Our sampler (inference/images.py)
+must give the same images, faster."""
 
 from __future__ import annotations
 
