@@ -22,10 +22,15 @@ import torch
 from PIL import Image
 
 from unixcxr.data.images import (
+    EIGHT_BIT_MAX,
     LUMA_WEIGHTS,
     ImageNorm,
+    is_dicom,
     load_image,
     pil_to_unit,
+    released_demo_image,
+    released_evaluation_square,
+    released_tensor,
     to_understanding_tensor,
     to_vae_tensor,
 )
@@ -38,7 +43,7 @@ from unixcxr.model.config import TokenConfig
 from unixcxr.model.io import ModelFolderError, load_model_folder
 from unixcxr.model.official import is_official_folder, load_official_folder
 from unixcxr.model.unix import UniX
-from unixcxr.model.vae import LatentVAE, to_uint8
+from unixcxr.model.vae import LatentVAE, to_uint8, to_uint8_truncated
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 REPORT_BATCH, IMAGE_BATCH = 8, 4  # rows per forward: bounded memory whatever the list length
@@ -71,6 +76,31 @@ def to_unit_image(image: ImageInput, size: int | None = None) -> np.ndarray:
     if arr.ndim != 2 or min(arr.shape) == 0:
         raise ValueError(f"expected a grayscale [H, W] or colour [H, W, 3] image array, got shape {image.shape}")
     return np.clip(arr, 0.0, 1.0)
+
+
+EIGHT_BIT_MODES = ("L", "RGB", "RGBA", "LA", "P")
+
+
+def to_pil_image8(image: ImageInput) -> Image.Image:
+    """Any image a user hands us -> an 8-bit Pillow image, for the authors' preprocessing, which
+    reads 8-bit files as they are (colour kept, no EXIF rotation). What they cannot read (DICOM,
+    16-bit or float pixels) is scaled to [0, 1] by data.images and rounded to 8 bits."""
+    if isinstance(image, str | os.PathLike) and not is_dicom(image):
+        try:
+            with Image.open(image) as img:
+                img.load()
+                if img.mode in EIGHT_BIT_MODES:
+                    return img.copy()
+        except OSError:
+            pass  # load_image below names the file and the problem
+    elif isinstance(image, Image.Image) and image.mode in EIGHT_BIT_MODES:
+        return image
+    elif isinstance(image, np.ndarray | torch.Tensor):
+        arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
+        if arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+            return Image.fromarray(arr)
+    unit = to_unit_image(image)
+    return Image.fromarray(np.round(unit * EIGHT_BIT_MAX).astype(np.uint8))
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[tuple[int, Sequence]]:
@@ -115,13 +145,46 @@ class UniXPipeline:
         return self.model.embed_tokens.weight.dtype
 
     # --- understanding: image -> report ---------------------------------------------------------
-    def preprocess(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Letterbox -> resize -> UniX mean/std: [B, 3, S, S] on the model's device and dtype."""
+    @property
+    def conventions(self):
+        return self.config.conventions
+
+    def _settings_name(self, settings: str | None) -> str:
+        name = self.conventions.settings if settings is None else settings
+        if name not in PRESETS:
+            raise ValueError(f"unknown sampler settings {name!r}; choose one of {sorted(PRESETS)}")
+        return name
+
+    def read_image(self, image: ImageInput) -> np.ndarray | Image.Image:
+        """An image as preprocess() will read it (a file is read once, and a bad one fails here): 8-bit
+        Pillow for the authors' preprocessing, grayscale [0, 1] floats for ours."""
+        if self.conventions.preprocess == "released":
+            return to_pil_image8(image)
+        return to_unit_image(image, self.config.vision.image_size)
+
+    def preprocess(self, images: Sequence[ImageInput], settings: str | None = None) -> torch.Tensor:
+        """[B, 3, S, S] on the model's device and dtype, read as the model's conventions say: our
+        letterbox (in float, padded with the film's own black) or the authors' 8-bit path (their
+        evaluation's white letterbox; with settings="demo" their demo's resize)."""
         vision = self.config.vision
         norm = ImageNorm(vision.norm_mean, vision.norm_std)
         size = vision.image_size
-        batch = [to_understanding_tensor(to_unit_image(img, size), size, norm) for img in images]
+        if self.conventions.preprocess == "letterbox":
+            batch = [to_understanding_tensor(to_unit_image(img, size), size, norm) for img in images]
+        elif self._settings_name(settings) == "demo":
+            batch = [self._demo_tensor(img, size, norm) for img in images]
+        else:
+            batch = [released_tensor(released_evaluation_square(to_pil_image8(img), size), norm) for img in images]
         return torch.stack(batch).to(device=self.device, dtype=self.dtype)
+
+    def _demo_tensor(self, image: ImageInput, size: int, norm: ImageNorm) -> torch.Tensor:
+        rgb = released_demo_image(to_pil_image8(image), size, self.config.vision.patch_size)
+        if rgb.size != (size, size):
+            w, h = to_pil_image8(image).size
+            raise ValueError(f"the authors' demo preprocessing turns this {w}x{h} image into {rgb.size[0]}x"
+                             f"{rgb.size[1]}, which the released ViT ({size}x{size} positions) cannot read; "
+                             "crop it square or use settings='released' (their evaluation's letterbox)")
+        return released_tensor(rgb, norm)
 
     def _prompt_ids(self, prompt: str | None, n: int) -> list[list[int]]:
         ids = self.tokenizer.encode(DEFAULT_REPORT_PROMPT if prompt is None else prompt)
@@ -133,28 +196,35 @@ class UniXPipeline:
     def _generator(seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator().manual_seed(seed)
 
+    def _decoding(self, max_new_tokens: int | None, temperature: float, top_p: float) -> DecodingSettings:
+        n = self.conventions.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return DecodingSettings(max_new_tokens=n, temperature=temperature, top_p=top_p)
+
     def report(self, images: ImageInput | Sequence[ImageInput], prompt: str | None = None, *,
-               max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-               batch_size: int = REPORT_BATCH) -> list[str]:
+               max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, batch_size: int = REPORT_BATCH, settings: str | None = None) -> list[str]:
         """One report per image, greedy by default (the released evaluation setting). prompt None =
-        the released instruction. Images run in batches of batch_size; pass a list for several."""
+        the released instruction; max_new_tokens None = the model's cap (the release's: 499).
+        settings picks the authors' evaluation or demo preprocessing for a model with their
+        conventions (None: the model's default). Images run in batches of batch_size."""
         if isinstance(images, ImageInput.__args__):  # one image (an array is always one image)
             images = [images]
-        settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        decoding = self._decoding(max_new_tokens, temperature, top_p)
         generator = self._generator(seed)
         reports = []
         for _, chunk in _chunks(list(images), batch_size):
-            ids = generate_reports(self.model, self.preprocess(chunk), self._prompt_ids(prompt, len(chunk)),
-                                   settings, generator)
+            ids = generate_reports(self.model, self.preprocess(chunk, settings),
+                                   self._prompt_ids(prompt, len(chunk)), decoding, generator)
             reports += self.tokenizer.decode_batch(ids)
         return reports
 
-    def stream_report(self, image: ImageInput, prompt: str | None = None, *, max_new_tokens: int = 256,
-                      temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
+    def stream_report(self, image: ImageInput, prompt: str | None = None, *, max_new_tokens: int | None = None,
+                      temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                      settings: str | None = None) -> Iterator[str]:
         """Yield the report of one image piece by piece as tokens are decoded (for the web app).
         The pieces join to exactly report(image)[0]."""
-        pixels, prompts = self.preprocess([image]), self._prompt_ids(prompt, 1)
-        settings = DecodingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        pixels, prompts = self.preprocess([image], settings), self._prompt_ids(prompt, 1)
+        decoding = self._decoding(max_new_tokens, temperature, top_p)
         tokens: queue.Queue = queue.Queue()
         stop = threading.Event()
         done = object()
@@ -166,7 +236,7 @@ class UniXPipeline:
 
         def decode() -> None:
             try:
-                generate_reports(self.model, pixels, prompts, settings, self._generator(seed), on_token=on_token)
+                generate_reports(self.model, pixels, prompts, decoding, self._generator(seed), on_token=on_token)
                 tokens.put(done)
             except _StopDecoding:
                 pass
@@ -196,16 +266,20 @@ class UniXPipeline:
             worker.join()
 
     # --- generation: report -> image --------------------------------------------------------------
-    def sampler_settings(self, settings: str = "released", **overrides) -> SamplerSettings:
-        """A named preset ("released" evaluation settings or the authors' "demo" ones) with the given
-        values (not None) replacing the preset's."""
-        if settings not in PRESETS:
-            raise ValueError(f"unknown sampler settings {settings!r}; choose one of {sorted(PRESETS)}")
+    def sampler_settings(self, settings: str | None = None, **overrides) -> SamplerSettings:
+        """A named preset (the authors' "released" evaluation or "demo" settings, or our "unixcxr"
+        ones; None: the model's default) under the model's guidance rule, with the given values
+        (not None) replacing the preset's."""
         names = {"steps": "num_points"}
         values = {names.get(k, k): v for k, v in overrides.items() if v is not None}
         if "cfg_interval" in values:
             values["cfg_interval"] = tuple(values["cfg_interval"])
-        return dataclasses.replace(PRESETS[settings], **values)
+        preset = PRESETS[self._settings_name(settings)]
+        return dataclasses.replace(preset, guidance=self.conventions.guidance, **values)
+
+    def to_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded images in [-1, 1] -> uint8 by the model's rule (rounded, or truncated as the release)."""
+        return to_uint8_truncated(images) if self.conventions.to_uint8 == "truncate" else to_uint8(images)
 
     def latent_grid(self, size: int | None) -> int:
         size = self.config.gen.image_size if size is None else size
@@ -224,10 +298,12 @@ class UniXPipeline:
     def generate(self, reports: str | Sequence[str], steps: int | None = None, cfg_text: float | None = None,
                  cfg_img: float | None = None, cfg_interval: tuple[float, float] | None = None,
                  shift: float | None = None, seed: int | Sequence[int] | None = None, size: int | None = None,
-                 settings: str = "released", batch_size: int = IMAGE_BATCH,
+                 settings: str | None = None, batch_size: int = IMAGE_BATCH,
                  progress: bool = False) -> list[Image.Image]:
-        """One image per report text. Unset values come from `settings`: "released" = 50 steps, text CFG
-        2.0, image CFG 1.0, interval (0.4, 1.0], shift 1.0; "demo" = the authors' demo values.
+        """One image per report text. Unset values come from `settings` (None: the model's default,
+        "released" for the authors' weights): "released" = their evaluation, 50 steps, text CFG 2.0,
+        image CFG 1.0, interval (0.4, 1.0], shift 3.0, renorm; "demo" = their demo (text 3.0, image
+        1.5: an effective text scale of 4.0 without an input image); "unixcxr" = ours (shift 1.0, no renorm).
         steps counts grid points, as the release does (50 -> 49 Euler steps). seed: one int (image i
         uses seed + i) or one seed per report; size: pixels (default: the model's generation size)."""
         if self.vae is None:
@@ -250,7 +326,7 @@ class UniXPipeline:
             noise = self.initial_noise(seeds[start:start + len(chunk)], grid).to(self.device)
             latents = generate_latents(self.model, self.tokenizer.encode_batch(chunk), sampler, (grid, grid),
                                        noise=noise, progress=(lambda i, n: bar.update(1)) if bar else None)
-            pixels = to_uint8(self.vae.decode(latents.to(self.vae.autoencoder.dtype))).cpu()  # [B, 3, S, S]
+            pixels = self.to_uint8(self.vae.decode(latents.to(self.vae.autoencoder.dtype))).cpu()  # [B, 3, S, S]
             images += [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
         if bar:
             bar.close()
@@ -270,7 +346,7 @@ class UniXPipeline:
         out = []
         for _, chunk in _chunks(images, batch_size):
             x = torch.stack([to_vae_tensor(to_unit_image(img, size), size) for img in chunk])
-            pixels = to_uint8(self.vae.decode(self.vae.encode(x.to(self.device, dtype)))).cpu()
+            pixels = self.to_uint8(self.vae.decode(self.vae.encode(x.to(self.device, dtype)))).cpu()
             out += [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
         return out
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from unixcxr.cli import CliError
 from unixcxr.cli.report import add_model_arguments, load_pipeline
+from unixcxr.model.config import SAMPLER_PRESETS
 
 TEXT_COLUMNS = ("report", "annotated_prompt")  # ours, and the CheXGenBench / LLaVA-Rad test CSV
 ID_COLUMNS = ("id", "dicom_id", "image_id", "path")  # first present one names each output file
@@ -20,9 +21,11 @@ examples:
   unixcxr generate --model ~/weights/UniX --prompts test.csv --out-dir images/ --device cuda --dtype bf16
   unixcxr generate --model runs/small --settings demo --steps 30 --seed 7 "FINDINGS: Clear lungs." -o a.png
 
-Sampling defaults are the released evaluation settings: 50 steps (grid points), text CFG 2.0,
-image CFG 1.0, CFG interval (0.4, 1.0], shift 1.0; --settings demo takes the authors' demo
-values (text 3.0, shift 3.0); any option given replaces its preset value.
+Sampling defaults are the model's own: for the authors' weights (release folder or converted) their
+evaluation settings, `--settings released`: 50 steps (grid points), text CFG 2.0, image CFG 1.0,
+CFG interval (0.4, 1.0], shift 3.0, renorm; for our models `--settings unixcxr` (the same with
+shift 1.0, no renorm). --settings demo takes the authors' demo values (text 3.0, image 1.5: an
+effective text scale of 4.0 with no input image, shift 3.0); any option given replaces its preset value.
 --prompts reads a CSV or JSONL with a `report` or `annotated_prompt` column; each row becomes
 OUT_DIR/ID.png, ID from an id / dicom_id / image_id / path column or the row number. --prompts
 also takes a data set (a MIMIC-CXR-JPG layout folder or a shards folder): each study of --split
@@ -42,14 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="test", choices=("train", "validate", "test"),
                         help="with a data folder as --prompts: the split whose findings are drawn (default test)")
     parser.add_argument("--out-dir", type=Path, help="folder for the images of several reports (--prompts)")
-    parser.add_argument("--settings", default="released", choices=("released", "demo"),
-                        help="sampler preset (default released)")
+    parser.add_argument("--settings", default=None, choices=SAMPLER_PRESETS,
+                        help="sampler preset (default: the model's own, released for the authors' weights)")
     parser.add_argument("--steps", type=int, help="sampling grid points (released: 50)")
     parser.add_argument("--cfg-text", type=float, help="text guidance scale (released: 2.0)")
     parser.add_argument("--cfg-img", type=float, help="image guidance scale (released: 1.0)")
     parser.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"),
                         help="guidance applied while LO < t <= HI (released: 0.4 1.0)")
-    parser.add_argument("--shift", type=float, help="timestep shift (released: 1.0)")
+    parser.add_argument("--shift", type=float, help="timestep shift (released: 3.0)")
     parser.add_argument("--size", type=int, help="image side in pixels (default: the model's, 512 for UniX)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"base seed (default {DEFAULT_SEED})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,

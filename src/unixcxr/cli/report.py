@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from unixcxr.cli import CliError
+from unixcxr.model.config import SAMPLER_PRESETS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 DEFAULT_BATCH = 8
@@ -36,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", default=None,
                         help="instruction (default: the released one, \"As an imaging expert, review this X-ray "
                              "and share the FINDINGS and IMPRESSION.\")")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest report in tokens (default 256)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="longest report in tokens (default: the model's, 499 for the authors' weights, 256 ours)")
+    parser.add_argument("--settings", default=None, choices=SAMPLER_PRESETS,
+                        help="for the authors' weights: their evaluation's preprocessing (released, the default) "
+                             "or their demo's (demo)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass when sampling (default 1)")
     parser.add_argument("--seed", type=int, default=None, help="random seed when sampling")
@@ -120,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from unixcxr.data.images import ImageLoadError
-    from unixcxr.pipeline import to_unit_image
 
     images = expand_images(args.images, args.split)
     done = done_images(args.output) if args.output else set()
@@ -128,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
     if done:
         print(f"{len(images) - len(todo)} of {len(images)} images already in {args.output}; resuming", file=sys.stderr)
     pipe = load_pipeline(args)
-    size = pipe.config.vision.image_size
     out = open(args.output, "a", encoding="utf-8") if args.output else None  # noqa: SIM115
     failed = 0
     try:
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             batch, pixels = [], []
             for name, source in todo[start:start + args.batch_size]:
                 try:
-                    pixels.append(to_unit_image(source, size) if isinstance(source, Path) else source.read(size))
+                    pixels.append(pipe.read_image(source if isinstance(source, Path) else source.read()))
                     batch.append(name)
                 except ImageLoadError as err:
                     failed += 1
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 reports = pipe.report(pixels, args.prompt, max_new_tokens=args.max_new_tokens,
                                       temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                                      batch_size=args.batch_size)
+                                      batch_size=args.batch_size, settings=args.settings)
             except ValueError as err:
                 raise CliError(str(err)) from err
             for name, text in zip(batch, reports):

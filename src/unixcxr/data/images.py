@@ -201,6 +201,59 @@ def to_vae_tensor(img: np.ndarray | str | os.PathLike, size: int) -> torch.Tenso
     return (square * 2.0 - 1.0).expand(3, size, size).contiguous()
 
 
+# --- the authors' preprocessing (model conventions.preprocess == "released") ------------------------
+# Their code reads the 8-bit RGB image and resizes it as 8-bit with Pillow. Their evaluation
+# (eval/base/worker.py) shrinks it to fit the square with a LANCZOS thumbnail (never enlarging) and
+# pastes it centred on a white canvas; their demo (data/transforms.py) resizes it bicubically so that
+# the short side reaches the size, then the long side back to at most the size, both snapped to
+# stride multiples: a non-square image stays non-square there.
+RELEASED_CANVAS = (255, 255, 255, 0)  # white, transparent: the alpha is dropped when made RGB
+RELEASED_MAX_PIXELS = 14 * 14 * 9 * 1024  # their transform's pixel cap (never reached at 384 px)
+
+
+def released_evaluation_square(img: Image.Image, size: int) -> Image.Image:
+    """The authors' evaluation input: [size, size] RGB, the image letterboxed on white."""
+    rgba = img.convert("RGBA")
+    rgba.thumbnail((size, size), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGBA", (size, size), RELEASED_CANVAS)
+    canvas.paste(rgba, ((size - rgba.size[0]) // 2, (size - rgba.size[1]) // 2), rgba)
+    return canvas.convert("RGB")
+
+
+def _snap(value: float, stride: int) -> int:
+    return max(stride, int(round(value / stride) * stride))
+
+
+def released_demo_size(width: int, height: int, size: int, stride: int) -> tuple[int, int]:
+    """(width, height) the authors' demo transform resizes to: short side to `size`, long side then
+    capped at `size`, each side rounded to a multiple of `stride` (Python rounding, as theirs)."""
+    def scaled(w, h, scale):
+        return _snap(round(w * scale), stride), _snap(round(h * scale), stride)
+
+    scale = max(min(size / max(width, height), 1.0), size / min(width, height))
+    w, h = scaled(width, height, scale)
+    if w * h > RELEASED_MAX_PIXELS:
+        w, h = scaled(w, h, RELEASED_MAX_PIXELS / (w * h))
+    if max(w, h) > size:
+        w, h = scaled(w, h, size / max(w, h))
+    return w, h
+
+
+def released_demo_image(img: Image.Image, size: int, stride: int) -> Image.Image:
+    """The authors' demo input: the RGB image resized bicubically in 8 bits (see released_demo_size)."""
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    target = released_demo_size(*rgb.size, size, stride)
+    return rgb if target == rgb.size else rgb.resize(target, RESAMPLE)
+
+
+def released_tensor(rgb: Image.Image, norm: ImageNorm) -> torch.Tensor:
+    """An 8-bit RGB image -> [3, H, W] float32: / 255, then (x - mean) / std, as their transform."""
+    import torch
+
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float().div(EIGHT_BIT_MAX)
+    return (x - norm.mean) / norm.std
+
+
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """[0, 1] float -> uint8 with rounding, for writing PNG/JPEG."""
     return (np.clip(img, 0.0, 1.0) * EIGHT_BIT_MAX + 0.5).astype(np.uint8)

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 import torch
 
 from unixcxr.flow.matching import timestep_grid
+from unixcxr.model.config import GUIDANCE_RULES
 
 COND, NO_TEXT, NO_IMAGE = "cond", "no_text", "no_image"
+
+
+RENORM_EPS = 1e-8  # added to the guided norm, as the release does
+
+
+def _float32(x: float) -> float:
+    return float(torch.tensor(x, dtype=torch.float32))
 
 
 @dataclass(frozen=True)
@@ -22,41 +30,84 @@ class SamplerSettings:
     cfg_interval: tuple[float, float] = (0.4, 1.0)  # guidance applied while lo < t <= hi
     shift: float = 1.0
     renorm: bool = False  # cap the guided velocity's norm at the conditional one's, per sample
+    renorm_min: float = 0.0  # lower bound of that cap's factor
+    # How branches combine (the model's conventions.guidance). "released", as the authors' code:
+    # a scale counts only above 1, no guidance at all unless the text scale counts, and without an
+    # input image the image-CFG branch is the text-conditioned prediction itself, so
+    # v = u + (1 + s_img (s_text - 1)) (c - u): folded into `guide`, no third pass.
+    # "unixcxr": any scale but 1 counts and image guidance needs an input image.
+    guidance: str = "unixcxr"
+
+    def __post_init__(self):
+        if self.guidance not in GUIDANCE_RULES:
+            raise ValueError(f"guidance {self.guidance!r} is not one of {GUIDANCE_RULES}")
+
+    @property
+    def released(self) -> bool:
+        return self.guidance == "released"
+
+    def counts(self, scale: float) -> bool:
+        return scale > 1.0 if self.released else scale != 1.0
+
+    def inside(self, t: float) -> bool:
+        """t inside the guidance interval; the release compares in float32 (its grid's dtype)."""
+        lo, hi = self.cfg_interval
+        if self.released:
+            lo, hi = _float32(lo), _float32(hi)
+        return lo < t <= hi
 
     def branches(self, t: float, has_image: bool) -> tuple[str, ...]:
-        """The predictions needed at time t: never a pass whose scale is 1 (it would change nothing)."""
-        lo, hi = self.cfg_interval
-        return self.guided_branches(has_image) if lo < t <= hi else (COND,)
+        """The predictions needed at time t: never a pass that would change nothing."""
+        return self.guided_branches(has_image) if self.inside(t) else (COND,)
 
     def guided_branches(self, has_image: bool) -> tuple[str, ...]:
         """The predictions needed inside the guidance interval (every branch a run may ask for)."""
-        out = [COND]
-        if self.cfg_text != 1.0:
-            out.append(NO_TEXT)
-        if has_image and self.cfg_img != 1.0:
+        text = self.counts(self.cfg_text)
+        if self.released and not text:
+            return (COND,)
+        out = [COND] + ([NO_TEXT] if text else [])
+        if has_image and self.counts(self.cfg_img):
             out.append(NO_IMAGE)
         return tuple(out)
 
+    def effective_text_scale(self, has_image: bool) -> float:
+        """The text scale a text-only run really applies: 1 + s_img (s_text - 1) under the released
+        rule with both scales counting (the authors' demo: 1 + 1.5 x 2 = 4.0), else s_text."""
+        if not has_image and self.released and self.counts(self.cfg_text) and self.counts(self.cfg_img):
+            return 1.0 + self.cfg_img * (self.cfg_text - 1.0)
+        return self.cfg_text
 
-# Released evaluation settings and the authors' demo settings (UNIX.md section 4).
+
+# Named presets. "released" and "demo" are the authors' settings: their evaluation (eval/ ->
+# inference/config.json: text 2.0, image 1.0, and interleave_inference's defaults for the rest:
+# shift 3.0, renorm on, min 0) and their demo (interleave_inference's defaults: text 3.0, image 1.5).
+# "unixcxr" is what our own models sample with by default (shift 1.0 = their training
+# distribution of t, no renorm).
 PRESETS = {
-    "released": SamplerSettings(),
-    "demo": SamplerSettings(cfg_text=3.0, cfg_img=1.5, shift=3.0),
+    "released": SamplerSettings(cfg_text=2.0, cfg_img=1.0, shift=3.0, renorm=True),
+    "demo": SamplerSettings(cfg_text=3.0, cfg_img=1.5, shift=3.0, renorm=True),
+    "unixcxr": SamplerSettings(),
 }
 
 
 def guide(preds: dict[str, torch.Tensor], settings: SamplerSettings) -> torch.Tensor:
-    """v_text = u_text + s_text (v - u_text); with an image condition v = u_img + s_img (v_text - u_img)."""
+    """v_text = u_text + s_text (v - u_text); with an image branch v = u_img + s_img (v_text - u_img).
+    Under the released rule without an input image, u_img is the conditional prediction (the
+    authors' image-CFG pass runs on the text context, so it computes exactly that), so the image
+    scale multiplies the text guidance: the same arithmetic as theirs, one forward fewer."""
     v = preds[COND]
     if NO_TEXT in preds:
         v = preds[NO_TEXT] + settings.cfg_text * (v - preds[NO_TEXT])
-    if NO_IMAGE in preds:
-        v = preds[NO_IMAGE] + settings.cfg_img * (v - preds[NO_IMAGE])
+    u_img = preds.get(NO_IMAGE)
+    if u_img is None and settings.released and NO_TEXT in preds and settings.counts(settings.cfg_img):
+        u_img = preds[COND]  # no input image: the image-CFG context is the text one
+    if u_img is not None:
+        v = u_img + settings.cfg_img * (v - u_img)
     if settings.renorm and len(preds) > 1:
         dims = tuple(range(1, v.dim()))
         norm = torch.linalg.vector_norm
-        ratio = norm(preds[COND], dim=dims, keepdim=True) / norm(v, dim=dims, keepdim=True).clamp_min(1e-12)
-        v = v * ratio.clamp(max=1.0)
+        ratio = norm(preds[COND], dim=dims, keepdim=True) / (norm(v, dim=dims, keepdim=True) + RENORM_EPS)
+        v = v * ratio.clamp(min=settings.renorm_min, max=1.0)
     return v
 
 

@@ -15,7 +15,7 @@ from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler
 from unixcxr.inference.graphs import capture, graphed_or_eager
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
-from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate
+from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate, prompt_ids
 from unixcxr.model.unix import UniX, unpatchify
 
 
@@ -38,12 +38,17 @@ class PromptCache:
         return torch.cat([torch.arange(i * self.batch, (i + 1) * self.batch) for i in idx])
 
 
-def _prefix(model: UniX, report: list[int], with_image: bool) -> SampleLayout:
-    s = model.config.tokens
-    layout = SampleLayout(s)
+def prefix_layout(model: UniX, report: list[int] | None, with_image: bool) -> SampleLayout:
+    """One branch's context before the latent block: [vit block] then the prompt. report None is the
+    unconditional context: [bos][eos] for our models, nothing at all for the release (its latent
+    block then sits at RoPE position 0), as the model's conventions say."""
+    cfg = model.config
+    layout = SampleLayout(cfg.tokens)
     if with_image:
-        layout.vit_block(model.config.vision.num_tokens)
-    return layout.text([s.bos, *report, s.eos])
+        layout.vit_block(cfg.vision.num_tokens)
+    if report is None and cfg.conventions.unconditional == "empty":
+        return layout
+    return layout.text(prompt_ids(cfg.tokens, report or [], cfg.conventions.prompt_bos))
 
 
 @torch.no_grad()
@@ -56,7 +61,7 @@ def encode_prompts(model: UniX, reports: list[list[int]], num_latent_tokens: int
     for branch in branches:
         for i, report in enumerate(reports):
             keep_image = with_image and branch != NO_IMAGE
-            layouts.append(_prefix(model, [] if branch == NO_TEXT else report, keep_image))
+            layouts.append(prefix_layout(model, None if branch == NO_TEXT else report, keep_image))
             if keep_image:
                 vit.append(images[i])
     device = model.embed_tokens.weight.device

@@ -93,7 +93,8 @@ GRAPH_MIN_TOKENS = 8  # capturing costs about three eager steps: below this, dec
 
 def _layouts(model: UniX, prompts: list[list[int]]) -> list[SampleLayout]:
     cfg = model.config
-    return [understanding_layout(cfg.tokens, cfg.vision.num_tokens, p, None) for p in prompts]
+    bos = cfg.conventions.prompt_bos
+    return [understanding_layout(cfg.tokens, cfg.vision.num_tokens, p, None, bos) for p in prompts]
 
 
 @torch.no_grad()

@@ -105,6 +105,53 @@ class TokenConfig:
     end_of_image: int = 100580
 
 
+PROMPT_CONTEXTS = ("bos_eos", "empty")
+GUIDANCE_RULES = ("unixcxr", "released")
+PREPROCESSING = ("letterbox", "released")
+UINT8_RULES = ("round", "truncate")
+SAMPLER_PRESETS = ("released", "demo", "unixcxr")  # names of flow.sampler.PRESETS
+
+
+@dataclass
+class ConventionsConfig:
+    """How a model's prompts are laid out, its guidance branches combined, its input images read and
+    its output images written. Recorded with the weights, because the same weights give other
+    reports and images under other conventions: a converted release folder carries RELEASED, so it
+    always runs the authors' way; our own models carry these defaults, which are what they were
+    trained with (docs/released-code.md says where the two differ and why)."""
+
+    prompt_bos: int = 1  # BOS ids opening a prompt (the release's code adds one to its tokenizer's own: 2)
+    # context of the text-CFG branch: "bos_eos" = [bos][eos], what our training drops a report to;
+    # "empty" = no token at all, the latent block at RoPE position 0 (the release)
+    unconditional: str = "bos_eos"
+    # "released": a branch counts only for a scale above 1 and, without an input image, the
+    # image-CFG branch is the text-conditioned one (effective text scale 1 + s_img (s_text - 1));
+    # "unixcxr": any scale but 1 counts and image CFG needs an input image
+    guidance: str = "unixcxr"
+    preprocess: str = "letterbox"  # "released": the 8-bit RGB image resized as the authors' code does
+    to_uint8: str = "round"  # "truncate": clamp to [-1, 1], scale to [0, 255], drop the fraction (the release)
+    settings: str = "unixcxr"  # sampler preset used when a caller names none (flow.sampler.PRESETS)
+    max_new_tokens: int = 256  # report length cap when a caller names none (the release's max_length
+    # 500 counts the answer's opening BOS: 499 new tokens)
+
+    def validate(self) -> ConventionsConfig:
+        for name, allowed in (("unconditional", PROMPT_CONTEXTS), ("guidance", GUIDANCE_RULES),
+                              ("preprocess", PREPROCESSING), ("to_uint8", UINT8_RULES),
+                              ("settings", SAMPLER_PRESETS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"conventions.{name} {getattr(self, name)!r} is not one of {allowed}")
+        if self.prompt_bos < 1:
+            raise ValueError(f"conventions.prompt_bos must be at least 1, got {self.prompt_bos}")
+        return self
+
+
+# The authors' released inference and evaluation code (modeling/unix/unix.py, inference/inferencer.py,
+# eval/): measured equal to it side by side (docs/released-code.md).
+RELEASED_CONVENTIONS = ConventionsConfig(prompt_bos=2, unconditional="empty", guidance="released",
+                                         preprocess="released", to_uint8="truncate", settings="released",
+                                         max_new_tokens=499)
+
+
 @dataclass
 class UniXConfig:
     llm: LanguageConfig = field(default_factory=LanguageConfig)
@@ -112,6 +159,7 @@ class UniXConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     gen: GenerationConfig = field(default_factory=GenerationConfig)
     tokens: TokenConfig = field(default_factory=TokenConfig)
+    conventions: ConventionsConfig = field(default_factory=ConventionsConfig)
     name: str = "unix"
 
     @property
@@ -138,6 +186,7 @@ class UniXConfig:
         ids = [getattr(self.tokens, f.name) for f in dataclasses.fields(self.tokens)]
         if len(set(ids)) != len(ids) or max(ids) >= llm.vocab_size:
             raise ValueError(f"special token ids {ids} must be distinct and below vocab_size {llm.vocab_size}")
+        self.conventions.validate()
         return self
 
     # --- serialisation -------------------------------------------------------------------------
@@ -147,7 +196,7 @@ class UniXConfig:
     @classmethod
     def from_dict(cls, d: dict) -> UniXConfig:
         parts = {"llm": LanguageConfig, "vision": VisionConfig, "vae": VAEConfig, "gen": GenerationConfig,
-                 "tokens": TokenConfig}
+                 "tokens": TokenConfig, "conventions": ConventionsConfig}
         kwargs = {}
         for key, value in d.items():
             if key in parts:

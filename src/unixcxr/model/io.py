@@ -11,6 +11,8 @@ into place, so a folder is either complete or absent."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from unixcxr.model.config import UniXConfig
+from unixcxr.model.config import RELEASED_CONVENTIONS, TokenConfig, UniXConfig
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import LatentVAE
 
@@ -92,12 +94,31 @@ def _load_weights(module: torch.nn.Module, file: Path) -> None:
     module.load_state_dict(state)
 
 
+def is_converted_release(raw: dict) -> bool:
+    """A config.json written by `convert-official` before folders recorded their conventions: the
+    released special ids and no REPA projector (convert-official drops it; every recipe that trains
+    the `unix` preset keeps it)."""
+    released_ids = {k: v for k, v in dataclasses.asdict(TokenConfig()).items() if k != "pad"}
+    tokens = raw.get("tokens", {})
+    return (raw.get("name") == "unix" and raw.get("gen", {}).get("repa_dim") == 0
+            and all(tokens.get(k) == v for k, v in released_ids.items()))
+
+
+def read_config(file: Path) -> UniXConfig:
+    """config.json -> UniXConfig. A folder without a conventions section (written before they were
+    recorded) gets ours, or the authors' when it is a converted release (is_converted_release)."""
+    raw = json.loads(file.read_text())
+    if "conventions" not in raw and is_converted_release(raw):
+        raw["conventions"] = dataclasses.asdict(RELEASED_CONVENTIONS)
+    return UniXConfig.from_dict(raw)
+
+
 def load_model_folder(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32,
                       with_vae: bool = True) -> tuple[UniX, LatentVAE | None, Path | None]:
     """-> (model in eval mode, VAE or None, tokenizer.json path or None)."""
     folder = resolve_model_folder(path)
     try:
-        config = UniXConfig.load(folder / CONFIG)
+        config = read_config(folder / CONFIG)
     except (ValueError, TypeError, OSError) as err:
         raise ModelFolderError(f"{folder / CONFIG}: invalid config ({err})") from err
     if not (folder / WEIGHTS).is_file():

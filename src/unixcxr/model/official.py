@@ -1,6 +1,6 @@
 """The authors' released UniX weights, loaded strictly onto our modules.
 
-A release folder (OFFICIAL_CHECKPOINT.md) holds a Janus-style config.json ("language_config",
+A release folder (README, "The authors' released weights") holds a Janus-style config.json ("language_config",
 "aligner_config", "vision_config"), one model.safetensors, the DeepSeek tokenizer files and a
 latent-diffusion VAE (vae/kl-f16d16.ckpt + vae/config.yaml). Every tensor is mapped by the rules in
 official_keys.py; a missing, unexpected or mis-shaped tensor is refused with its key named. The
@@ -17,7 +17,15 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from unixcxr.model.config import GenerationConfig, LanguageConfig, UniXConfig, VAEConfig, VisionConfig, unix
+from unixcxr.model.config import (
+    RELEASED_CONVENTIONS,
+    GenerationConfig,
+    LanguageConfig,
+    UniXConfig,
+    VAEConfig,
+    VisionConfig,
+    unix,
+)
 from unixcxr.model.io import ModelFolderError, save_model_folder
 from unixcxr.model.official_keys import (
     MODEL_RULES,
@@ -31,6 +39,7 @@ from unixcxr.model.vae import LatentVAE
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
 VAE_CKPT, VAE_YAML = Path("vae") / "kl-f16d16.ckpt", Path("vae") / "config.yaml"
 SPECIAL_TOKENS_FILES = ("special_tokens_map.json", "tokenizer_config.json")
+RELEASED_VIT_ACT = "gelu"  # exact GELU: see _vision
 LDM_NORM_GROUPS = 32  # latent-diffusion's Normalize() uses 32 groups, fixed in its code
 # timm names Janus uses in vision_config.params.model_name, with the sizes they stand for
 KNOWN_VISION_TOWERS = {
@@ -85,9 +94,12 @@ def _vision(raw: dict, base: VisionConfig, path: Path) -> VisionConfig:
     if missing:
         raise OfficialCheckpointError(f"{path}: unknown vision tower {name!r} and no sizes {sorted(missing)} in "
                                       f"vision_config.params; known towers: {sorted(KNOWN_VISION_TOWERS)}")
+    # act_layer: the release's ViT (Janus' siglip_vit.VisionTransformer) hard-codes nn.GELU, the exact
+    # erf form, whatever the tower's name says; with the tanh form logits move by ~4e-6 even in a
+    # one-block test tower (docs/released-code.md)
     return dataclasses.replace(base, image_size=sizes["image_size"], patch_size=sizes["patch_size"],
                                width=sizes["width"], depth=sizes["layers"], num_heads=sizes["heads"],
-                               mlp_dim=int(sizes["width"] * sizes["mlp_ratio"]))
+                               mlp_dim=int(sizes["width"] * sizes["mlp_ratio"]), act_layer=RELEASED_VIT_ACT)
 
 
 def _check_aligner(raw: dict, vision: VisionConfig, llm: LanguageConfig, path: Path) -> None:
@@ -140,9 +152,18 @@ def _tokenizer_pad_id(folder: Path) -> int | None:
     return Tokenizer.from_file(str(folder / TOKENIZER)).token_to_id(name)
 
 
+def _tokenizer_adds_bos(folder: Path) -> bool:
+    """Whether the release's tokenizer opens an encoding with BOS itself (LlamaTokenizerFast does
+    unless tokenizer_config.json sets add_bos_token false); their code prepends another one."""
+    file = folder / "tokenizer_config.json"
+    return bool(_read_json(file).get("add_bos_token", True)) if file.is_file() else True
+
+
 def official_config(folder: str | Path) -> UniXConfig:
     """UniXConfig of a release folder: sizes from config.json and vae/config.yaml, every other value
-    from the `unix` preset (released special ids, preprocessing, latent normalisation)."""
+    from the `unix` preset (released special ids, preprocessing, latent normalisation), and the
+    authors' conventions (prompt layout, guidance, preprocessing, 8-bit output), recorded so that a
+    converted folder keeps running their way."""
     folder = Path(folder)
     raw = _read_json(folder / CONFIG)
     base = unix()
@@ -162,7 +183,8 @@ def official_config(folder: str | Path) -> UniXConfig:
     pad = lang.get("pad_token_id", _tokenizer_pad_id(folder))
     if pad is not None and pad not in (tokens.bos, tokens.eos, tokens.start_of_image, tokens.end_of_image):
         tokens = dataclasses.replace(tokens, pad=pad)
-    config = UniXConfig(llm=llm, vision=vision, vae=vae, gen=gen, tokens=tokens, name="unix")
+    conventions = dataclasses.replace(RELEASED_CONVENTIONS, prompt_bos=1 + _tokenizer_adds_bos(folder))
+    config = UniXConfig(llm=llm, vision=vision, vae=vae, gen=gen, tokens=tokens, name="unix", conventions=conventions)
     try:
         return config.validate()
     except ValueError as err:

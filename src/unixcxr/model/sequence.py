@@ -1,4 +1,4 @@
-"""Token layouts and the attention mask of UniX (UNIX.md section 3).
+"""Token layouts and the attention mask of UniX.
 
 A sample is a run of segments: text (causal, und expert), a ViT image block (und expert), or a
 latent block (gen expert). An image block [start_of_image][tokens][end_of_image] shares ONE RoPE
@@ -79,21 +79,28 @@ class SampleLayout:
         return self._next_position
 
 
+def prompt_ids(special: TokenConfig, text: list[int], prompt_bos: int = 1) -> list[int]:
+    """[bos] x prompt_bos, the text's ids, [eos]: how a prompt enters the model. The release opens
+    every prompt with two BOS (its tokenizer adds one, its code another): prompt_bos = 2."""
+    return [special.bos] * prompt_bos + list(text) + [special.eos]
+
+
 def understanding_layout(special: TokenConfig, num_vit_tokens: int, prompt: list[int],
-                         report: list[int] | None) -> SampleLayout:
+                         report: list[int] | None, prompt_bos: int = 1) -> SampleLayout:
     """[soi][ViT tokens][eoi] [bos] prompt [eos] [bos] report [eos]; loss on report + eos.
     With report=None the layout ends at the answer's [bos], ready for decoding."""
     s = special
-    layout = SampleLayout(s).vit_block(num_vit_tokens).text([s.bos, *prompt, s.eos]).text([s.bos])
+    layout = SampleLayout(s).vit_block(num_vit_tokens).text(prompt_ids(s, prompt, prompt_bos)).text([s.bos])
     if report is not None:
         layout.text([*report, s.eos], loss=True)
     return layout
 
 
-def generation_layout(special: TokenConfig, report: list[int], num_latent_tokens: int | None) -> SampleLayout:
+def generation_layout(special: TokenConfig, report: list[int], num_latent_tokens: int | None,
+                      prompt_bos: int = 1) -> SampleLayout:
     """[bos] report [eos] [soi][noisy latents][eoi]; an empty report is the unconditional prompt.
     With num_latent_tokens=None only the cacheable text prefix is built."""
-    layout = SampleLayout(special).text([special.bos, *report, special.eos])
+    layout = SampleLayout(special).text(prompt_ids(special, report, prompt_bos))
     if num_latent_tokens is not None:
         layout.latent_block(num_latent_tokens)
     return layout

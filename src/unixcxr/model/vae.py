@@ -76,5 +76,11 @@ class LatentVAE(nn.Module):
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 255] uint8, as the release writes its 8-bit PNGs."""
+    """[-1, 1] -> [0, 255] uint8, rounded to the nearest level (our models)."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_uint8_truncated(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 255] uint8 as the release writes its PNGs: x / 2 + 0.5 clamped to [0, 1], times
+    255, the fraction dropped (float32, in their order of operations: equal levels, not just close)."""
+    return ((images.float() / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8)

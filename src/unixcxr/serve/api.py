@@ -5,7 +5,7 @@
                          or multipart/form-data with a file field "image" (+ the same fields)
                          -> {"report": TEXT}
     POST /api/generate   JSON {"report": TEXT, "steps"?: int, "cfg_text"?: float, "seed"?: int,
-                               "settings"?: "released" | "demo"}
+                               "settings"?: "released" | "demo" | "unixcxr" (default: the model's own)}
                          -> {"image": BASE64_PNG, "seed": int}
 
 Errors are {"error": MESSAGE} with a 4xx status (bad input, 413 too large, 503 busy); an
@@ -141,7 +141,7 @@ def api_router(service: ModelService, log_text: bool = False) -> APIRouter:
         seed = _int(fields, "seed", 0)
         try:
             future = service.generate(str(fields.get("report") or ""), _int(fields, "steps"),
-                                      _float(fields, "cfg_text"), seed, str(fields.get("settings", "released")))
+                                      _float(fields, "cfg_text"), seed, fields.get("settings"))
         except UploadError as err:
             raise ApiError(400, str(err)) from err
         image = await wait(future, limits.request_timeout_s)

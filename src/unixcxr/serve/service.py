@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from unixcxr.data.images import DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageLoadError, load_image
+from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.batcher import Batcher
 
@@ -130,7 +131,7 @@ class ModelService:
         done.result()  # raises what the decoding raised
 
     def generate(self, report: str, steps: int | None = None, cfg_text: float | None = None, seed: int = 0,
-                 settings: str = "released") -> Future:
+                 settings: str | None = None) -> Future:
         if not report or not report.strip():
             raise UploadError("the report is empty; write the findings the image should show")
         if len(report) > self.limits.max_report_chars:
@@ -139,8 +140,8 @@ class ModelService:
             raise UploadError(f"steps must be between 2 and {self.limits.max_steps}")
         if cfg_text is not None and not 0.0 <= float(cfg_text) <= 20.0:
             raise UploadError("cfg_text must be between 0 and 20")
-        if settings not in ("released", "demo"):
-            raise UploadError("settings must be 'released' or 'demo'")
+        if settings is not None and settings not in SAMPLER_PRESETS:
+            raise UploadError(f"settings must be one of {', '.join(SAMPLER_PRESETS)} (or left out: the model's own)")
         key = ("generate", None if steps is None else int(steps), None if cfg_text is None else float(cfg_text),
                settings)
         return self.batcher.submit(key, (report, int(seed)))

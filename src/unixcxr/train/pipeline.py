@@ -164,6 +164,7 @@ def derive_config(recipe: Recipe, run: RunFolder) -> UniXConfig:
     """The run's model config from the recipe and what the earlier stages produced."""
     if recipe.init:
         base = UniXConfig.load(resolve_model_folder(recipe.init) / CONFIG).to_dict()
+        base.pop("conventions", None)  # our training lays prompts out our way: the result carries ours
     else:
         base = preset(recipe.preset).to_dict()
     merged = _merge(base, recipe.model, recipe.source)
