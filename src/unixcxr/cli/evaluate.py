@@ -25,6 +25,7 @@ import argparse
 from pathlib import Path
 
 from unixcxr.cli import CliError
+from unixcxr.model.config import SAMPLER_PRESETS
 
 
 def register(sub) -> None:
@@ -40,8 +41,11 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: MODEL/eval-SPLIT)")
     p.add_argument("--limit", type=int, default=None, help="first N studies only (default: all)")
     p.add_argument("--steps", type=int, default=None, help="sampler grid points (default: the released 50)")
-    p.add_argument("--sampler", default="released", choices=["released", "demo"], help="sampler settings by name")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--sampler", default=None, choices=SAMPLER_PRESETS,
+                   help="sampler preset (default: the model's own: released, the authors' evaluation settings, for "
+                        "their weights; unixcxr for ours)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest report in tokens (default: the model's own, 499 for the authors' weights, 256 ours)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--features", default="effnet-lite0",
                    help="image feature network: effnet-lite0 (offline default) or rad-dino:PATH")

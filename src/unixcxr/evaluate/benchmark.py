@@ -35,9 +35,9 @@ MIN_STUDIES = im.PRDC_K + 1
 class BenchmarkSettings:
     split: str = "test"
     limit: int | None = None  # first N studies of the split (sorted by id), None = all
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None = the model's own cap (499 for the authors' weights, 256 ours)
     steps: int | None = None  # sampler grid points; None = the released 50
-    sampler: str = "released"
+    sampler: str | None = None  # sampler preset; None = the model's own (released for the authors' weights)
     image_size: int | None = None  # None = the model's generation size
     batch_size: int = 8
     features: str = "effnet-lite0"
