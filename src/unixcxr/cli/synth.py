@@ -57,6 +57,9 @@ def register(subparsers) -> None:
                         help="write raw-style report files (placeholders ___, prior comparisons, "
                              "communication and technique lines) to test report cleaning; labels and the "
                              "understanding/generation manifests stay clean")  # fmt: skip
+    parser.add_argument("--variant", default="mimic", choices=("mimic", "effusion-side"),
+                        help="what the studies show: mimic (MIMIC-like findings, the default) or effusion-side (a "
+                             "conditioning test: a large left, a large right or no pleural effusion, nothing else)")
     parser.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty OUT")
     parser.add_argument("--contact-sheet", metavar="PNG",
                         help="also (or only, without OUT) save a 4x4 grid of studies with their findings")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out is not None:
             summary = generate_dataset(args.out, args.n, size=args.size, seed=args.seed, workers=args.workers,
                                        raw_noise=args.raw_noise, split=args.split, overwrite=args.overwrite,
-                                       progress=not args.quiet)  # fmt: skip
+                                       progress=not args.quiet, variant=args.variant)  # fmt: skip
     except ValueError as err:
         raise CliError(str(err)) from None
     except OSError as err:

@@ -14,7 +14,7 @@ import numpy as np
 
 from unixcxr.data.synthcxr.acquisition import sample_acquisition
 from unixcxr.data.synthcxr.anatomy import sample_anatomy
-from unixcxr.data.synthcxr.config import LAYOUT, SAMPLING
+from unixcxr.data.synthcxr.config import LAYOUT, SAMPLING, SIZES
 from unixcxr.data.synthcxr.findings import Finding, StudySpec, modify_anatomy
 from unixcxr.data.synthcxr.params import SAMPLERS
 from unixcxr.labels import OBSERVATIONS
@@ -30,6 +30,11 @@ SAMPLE_ORDER = ("Cardiomegaly", "Enlarged Cardiomediastinum", "Pneumonia", "Cons
                 "Fracture", DEVICES)  # fmt: skip
 COLOCATED = {"Consolidation": "Pneumonia", "Lung Opacity": "Pneumonia", "Atelectasis": "Pleural Effusion"}
 UNHEDGED = (DEVICES,)  # a device is there or not
+# What a data set's studies show. "mimic": MIMIC-like base rates and companions. "effusion-side": a
+# conditioning test; every study shows a large left, a large right or no pleural effusion (a third
+# each) and nothing else, so the text alone tells which, and a generator that reads it draws it.
+VARIANTS = ("mimic", "effusion-side")
+EFFUSION_SIDES = ("none", "left", "right")
 
 
 def rng_for(seed: int, stream: int, index: int) -> np.random.Generator:
@@ -90,9 +95,23 @@ def plan(n: int, seed: int) -> list[StudyRef]:
     return [study_ref(i, seed) for i in range(n)]
 
 
-def sample_findings(rng: np.random.Generator, anatomy) -> tuple[Finding, ...]:
+def effusion_side_findings(rng: np.random.Generator) -> tuple[Finding, ...]:
+    """The effusion-side variant: none, or one large effusion on one side."""
+    side = EFFUSION_SIDES[int(rng.integers(len(EFFUSION_SIDES)))]
+    if side == "none":
+        return ()
+    height = round(float(rng.uniform(*SIZES.effusion_height["large"])), 4)
+    return (Finding("Pleural Effusion", {"side": side, "size": "large", "heights": {side: height}}, False),)
+
+
+def sample_findings(rng: np.random.Generator, anatomy, variant: str = "mimic") -> tuple[Finding, ...]:
     """About a third of studies are normal (sometimes with a device); the others draw each
-    pathology at its base rate, then its usual companions, then devices by how sick they are."""
+    pathology at its base rate, then its usual companions, then devices by how sick they are.
+    variant "effusion-side": see VARIANTS."""
+    if variant == "effusion-side":
+        return effusion_side_findings(rng)
+    if variant != "mimic":
+        raise ValueError(f"unknown SynthCXR variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     names: set[str] = set()
     if rng.random() < SAMPLING.normal_share:
         if rng.random() < SAMPLING.normal_device_share:
@@ -120,10 +139,10 @@ def sample_findings(rng: np.random.Generator, anatomy) -> tuple[Finding, ...]:
     return tuple(findings[name] for name in OBSERVATIONS if name in findings)
 
 
-def sample_spec(ref: StudyRef, seed: int) -> StudySpec:
+def sample_spec(ref: StudyRef, seed: int, variant: str = "mimic") -> StudySpec:
     """The study's full specification; size-independent."""
     anatomy = sample_anatomy(rng_for(seed, ANATOMY, ref.patient))
-    findings = sample_findings(rng_for(seed, FINDINGS, ref.index), anatomy)
+    findings = sample_findings(rng_for(seed, FINDINGS, ref.index), anatomy, variant)
     acquisition = sample_acquisition(rng_for(seed, ACQUISITION, ref.index))
     pixel_seed = int(rng_for(seed, PIXELS, ref.index).integers(2**63))
     return StudySpec(anatomy, findings, acquisition, pixel_seed)

@@ -55,18 +55,19 @@ def check_size(size: int) -> None:
                          f"anatomy needs at least {LAYOUT.min_size} px (256 is the default)")  # fmt: skip
 
 
-def describe_study(index: int, seed: int = 0) -> Study:
-    """Study `index` of the data set `seed`, without its image (fast: for statistics)."""
+def describe_study(index: int, seed: int = 0, variant: str = "mimic") -> Study:
+    """Study `index` of the data set `seed` (and `variant`, see sampler.VARIANTS), without its image
+    (fast: for statistics)."""
     if index < 0:
         raise ValueError(f"study index must be >= 0, got {index}")
     ref = study_ref(index, seed)
-    spec = sample_spec(ref, seed)
+    spec = sample_spec(ref, seed, variant)
     return Study(ref, spec, write_report(spec.findings, rng_for(seed, REPORT, index)), None)
 
 
-def render_study(index: int, seed: int = 0, size: int = 256) -> Study:
+def render_study(index: int, seed: int = 0, size: int = 256, variant: str = "mimic") -> Study:
     """Study `index` of the data set `seed`, with its [size, size] uint8 film. The same
-    (index, seed) gives the same study at any size and in any process."""
+    (index, seed, variant) gives the same study at any size and in any process."""
     check_size(size)
-    study = describe_study(index, seed)
+    study = describe_study(index, seed, variant)
     return Study(study.ref, study.spec, study.document, render_image(study.spec, size))

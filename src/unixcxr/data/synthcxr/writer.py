@@ -24,7 +24,7 @@ from tqdm import tqdm
 from unixcxr.data.prompts import REPORT_INSTRUCTIONS, asks_findings_only
 from unixcxr.data.synthcxr.config import LAYOUT
 from unixcxr.data.synthcxr.noise import raw_report
-from unixcxr.data.synthcxr.sampler import PROMPTS, RAW_NOISE, SPLITS, rng_for
+from unixcxr.data.synthcxr.sampler import PROMPTS, RAW_NOISE, SPLITS, VARIANTS, rng_for
 from unixcxr.data.synthcxr.study import check_size, render_study
 from unixcxr.labels import OBSERVATIONS
 
@@ -46,6 +46,7 @@ class Job:
     size: int
     seed: int
     raw_noise: bool
+    variant: str = "mimic"
 
 
 @dataclass
@@ -79,13 +80,16 @@ def check_arguments(out_dir: Path, n: int, size: int, workers: int, split: Seque
 
 def generate_dataset(out_dir: str | os.PathLike, n: int, size: int = 256, seed: int = 0, workers: int = 1,
                      raw_noise: bool = False, split: Sequence[float] = DEFAULT_SPLIT, overwrite: bool = False,
-                     progress: bool = True) -> DatasetSummary:
-    """Write n studies to out_dir; returns counts and timing. See SYNTHCXR.md for the layout."""
+                     progress: bool = True, variant: str = "mimic") -> DatasetSummary:
+    """Write n studies to out_dir; returns counts and timing. See SYNTHCXR.md for the layout.
+    variant: what the studies show (sampler.VARIANTS)."""
     out_dir = Path(out_dir)
     check_arguments(out_dir, n, size, workers, split, overwrite)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown SynthCXR variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    job = Job(str(out_dir), size, seed, raw_noise)
+    job = Job(str(out_dir), size, seed, raw_noise, variant)
     rows = list(tqdm(_render_all(job, n, workers), total=n, desc="synthcxr", unit="img", disable=not progress))
     splits = assign_splits(sorted({r["patient"] for r in rows}), split, seed)
     for row in rows:
@@ -108,7 +112,7 @@ def _render_all(job: Job, n: int, workers: int) -> Iterator[dict]:
 
 def write_study(job: Job, index: int) -> dict:
     """Render study `index`, write its image and report; return its manifest row."""
-    study = render_study(index, job.seed, job.size)
+    study = render_study(index, job.seed, job.size, job.variant)
     ref, root = study.ref, Path(job.out_dir)
     image_path, report_path = root / ref.image_path, root / ref.report_path
     image_path.parent.mkdir(parents=True, exist_ok=True)
