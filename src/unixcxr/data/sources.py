@@ -48,6 +48,8 @@ class ImageRef:
                 f.seek(self.offset)
                 data = f.read(self.length)
             with Image.open(io.BytesIO(data)) as img:
+                if min_size is not None and img.format == "JPEG":  # decode at the smallest DCT scale that will do
+                    img.draft("L", (min_size, min_size))
                 img.load()
                 return pil_to_unit(img)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
