@@ -101,18 +101,19 @@ def accuracy(predicted: list[str], wanted: list[str]) -> dict:
 
 
 def conditioning_check(pipe, data_dir: str | Path, limit: int | None = None, steps: int = 25, seed: int = 0,
-                       settings: str | None = None, batch_size: int = 8) -> dict:
+                       settings: str | None = None, batch_size: int = 8, size: int | None = None) -> dict:
     """Fit the side reader on the real training films, score it on the real test films, then score
-    films the model draws from the test studies' prompts (one seed per study)."""
+    films the model draws from the test studies' prompts (one seed per study) at `size` pixels (the
+    model's generation size by default; give the resolution it was trained at)."""
     sides = truth_sides(data_dir)
     source = DataSource(data_dir)
-    size = pipe.latent_grid(None) * pipe.config.vae.downsample
+    size = pipe.latent_grid(size) * pipe.config.vae.downsample
     train, test = source.samples("train"), source.samples("test")[:limit]
     reader = SideReader.fit(films_of(train, size), [sides[s.image_id] for s in train])
     wanted = [sides[s.image_id] for s in test]
     real = accuracy(reader.predict(films_of(test, size)), wanted)
     images = pipe.generate([s.prompt for s in test], steps=steps, seed=[seed + i for i in range(len(test))],
-                           settings=settings, batch_size=batch_size)
+                           settings=settings, batch_size=batch_size, size=size)
     drawn = np.stack([np.asarray(img.convert("L")) for img in images])
     return {"reader_on_real": real, "reader_on_generated": accuracy(reader.predict(drawn), wanted),
             "size": size, "steps": steps, "settings": settings}
