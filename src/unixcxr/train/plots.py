@@ -43,16 +43,24 @@ def plot_metrics(metrics_file: Path, out_png: Path, title: str = "") -> Path | N
     series = loss_series(read_metrics(metrics_file))
     if not series:
         return None
+    return plot_series(series, out_png, title)
+
+
+def plot_series(series: dict[str, tuple[list, list]], out_png: Path, title: str = "", xlabel: str = "step",
+                labels: tuple[str, str] = ("train", "val")) -> Path:
+    """One panel per name: a line of (x, y) points and a set of marked points (train / val curves by
+    default; `labels` names them); written atomically."""
     tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
     try:
-        _matplotlib(series, tmp, title)
+        _matplotlib(series, tmp, title, xlabel, labels)
     except ImportError:
-        _pil(series, title).save(tmp)
+        _pil(series, title, labels).save(tmp)
     os.replace(tmp, out_png)
     return Path(out_png)
 
 
-def _matplotlib(series: dict, path: Path, title: str) -> None:
+def _matplotlib(series: dict, path: Path, title: str, xlabel: str = "step",
+                labels: tuple[str, str] = ("train", "val")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,11 +69,11 @@ def _matplotlib(series: dict, path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(series), figsize=(4.8 * len(series), 3.2), squeeze=False)
     for ax, (name, (train, val)) in zip(axes[0], series.items()):
         if train:
-            ax.plot(*zip(*train), color=[c / 255 for c in TRAIN_COLOUR], label="train")
+            ax.plot(*zip(*train), color=[c / 255 for c in TRAIN_COLOUR], label=labels[0])
         if val:
-            ax.plot(*zip(*val), "o-", color=[c / 255 for c in VAL_COLOUR], label="val")
+            ax.plot(*zip(*val), "o-", color=[c / 255 for c in VAL_COLOUR], label=labels[1])
         ax.set_title(name)
-        ax.set_xlabel("step")
+        ax.set_xlabel(xlabel)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -73,21 +81,23 @@ def _matplotlib(series: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _pil(series: dict, title: str) -> Image.Image:
+def _pil(series: dict, title: str, labels: tuple[str, str] = ("train", "val")) -> Image.Image:
     canvas = Image.new("RGB", (PANEL_W * len(series), PANEL_H + MARGIN // 2), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     draw.text((MARGIN, 4), title, fill=AXIS_COLOUR, font=font)
     for i, (name, (train, val)) in enumerate(series.items()):
-        _panel(draw, font, i * PANEL_W, MARGIN // 2, name, train, val)
+        _panel(draw, font, i * PANEL_W, MARGIN // 2, name, train, val, labels)
     return canvas
 
 
-def _panel(draw: ImageDraw.ImageDraw, font, x0: int, y0: int, name: str, train: list, val: list) -> None:
+def _panel(draw: ImageDraw.ImageDraw, font, x0: int, y0: int, name: str, train: list, val: list,
+           labels: tuple[str, str] = ("train", "val")) -> None:
     points = train + val
     steps = [p[0] for p in points]
     values = [p[1] for p in points]
-    s_lo, s_hi = min(steps), max(max(steps), min(steps) + 1)
+    s_lo = min(steps)
+    s_hi = max(steps) if max(steps) > s_lo else s_lo + 1
     v_lo, v_hi = min(values), max(values)
     if v_hi - v_lo < 1e-12:
         v_lo, v_hi = v_lo - 1.0, v_hi + 1.0
@@ -106,12 +116,12 @@ def _panel(draw: ImageDraw.ImageDraw, font, x0: int, y0: int, name: str, train: 
         step = s_lo + (s_hi - s_lo) * k / TICKS
         x = xy(step, v_lo)[0]
         draw.line([x, bottom, x, bottom + 3], fill=AXIS_COLOUR)
-        draw.text((x - 10, bottom + 5), f"{step:.0f}", fill=AXIS_COLOUR, font=font)
+        draw.text((x - 10, bottom + 5), f"{step:.4g}", fill=AXIS_COLOUR, font=font)
     draw.text((left + 4, top + 2), name, fill=AXIS_COLOUR, font=font)
     if len(train) > 1:
         draw.line([xy(*p) for p in train], fill=TRAIN_COLOUR, width=2)
     for p in val:
         x, y = xy(*p)
         draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=VAL_COLOUR)
-    draw.text((right - 70, top + 2), "train", fill=TRAIN_COLOUR, font=font)
-    draw.text((right - 70, top + 14), "val", fill=VAL_COLOUR, font=font)
+    draw.text((right - 70, top + 2), labels[0], fill=TRAIN_COLOUR, font=font)
+    draw.text((right - 70, top + 14), labels[1], fill=VAL_COLOUR, font=font)
