@@ -36,6 +36,26 @@ def test_demo_leaves_a_model_that_reads_and_draws(demo):
 
 
 @pytest.mark.slow
+def test_demo_asks_both_generators_the_same_six_reports_from_one_seed(demo):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    listening = json.loads((demo / "listen" / "listen.json").read_text())
+    for name in ("trained", "untrained"):
+        probe = listening[name]
+        assert len(probe["rows"]) == 6 and probe["asked"] == 6
+        films = [np.asarray(Image.open(demo / "listen" / name / row["image"]), dtype=float) for row in probe["rows"]]
+        assert probe["text_sensitivity"] == pytest.approx(float(np.abs(np.stack(films) - np.mean(films, 0)).mean()),
+                                                          rel=1e-3)
+    asked = [row["asked"] for row in listening["trained"]["rows"]]
+    assert ["Cardiomegaly"] in asked and any("Support Devices" in a for a in asked)
+    assert "Does it listen?" in (demo / "report.html").read_text()
+    assert "Text sensitivity" in (demo / "report.md").read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="needs Debian's chromium: apt-get install -y chromium chromium-driver")
 def test_report_html_opens_with_every_image_loaded_and_tables_filled(demo):

@@ -93,7 +93,34 @@ def _chips(ref: dict, pred: dict) -> str:
     return " ".join(out)
 
 
-def write_report(plan, trained: dict, untrained: dict) -> Path:
+def listen_rows(listening: dict) -> list[list[str]]:
+    """Per probe report: the film each generator drew from the same seed and what the reader found."""
+    if not listening:
+        return []
+    rows = []
+    for i, row in enumerate(listening["trained"]["rows"]):
+        cells = [f"<div class='rep'><b>{html.escape(row['probe'])}</b>: {html.escape(row['text'])}<br>asked: "
+                 f"{html.escape(', '.join(row['asked']) or '-')}</div>"]
+        for name in ("trained", "untrained"):
+            probe = listening[name]["rows"][i]
+            cells += [f"<img src='listen/{name}/{probe['image']}' alt='{name}: {html.escape(probe['probe'])}'>",
+                      f"<div class='rep'>{html.escape(', '.join(probe['read']) or '-')}</div>"]
+        rows.append(cells)
+    return rows
+
+
+def listen_note(listening: dict) -> str:
+    if not listening:
+        return ""
+    t, u = listening["trained"], listening["untrained"]
+    return (f"<p>One noise seed (the same for every film), six reports. Text sensitivity (mean absolute "
+            f"difference of each film from the six films' mean, 0-255): trained {t['text_sensitivity']:.1f}, "
+            f"untrained {u['text_sensitivity']:.1f}. Films in which the trained reader found an observation the "
+            f"report asked for: trained {t['asked_found']} / {t['asked']}, untrained {u['asked_found']} / "
+            f"{u['asked']}.</p>")
+
+
+def write_report(plan, trained: dict, untrained: dict, listening: dict | None = None) -> Path:
     root = plan.out
     records = first_per_study(DataSource(plan.data).samples("test"), plan.eval_limit)[:EXAMPLES]
     generated = {}
@@ -160,16 +187,19 @@ def write_report(plan, trained: dict, untrained: dict) -> Path:
         _table(["image", "reference report", "generated report", "labels"], read_rows),
         "<h2>Reports drawn by the trained and untrained model</h2>",
         _table(["findings asked for", "real image", "trained", "untrained"], draw_rows),
+        "<h2>Does it listen?</h2>", listen_note(listening or {}),
+        _table(["report (labels asked)", "trained", "trained reader finds", "untrained", "trained reader finds"],
+               listen_rows(listening or {})) if listening else "",
         "<h2>Training</h2>", _table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),
         "".join(curves), "<h2>Timings (seconds)</h2>", _table(["phase", "seconds"], timing_rows),
         f"<h2>Reproduce</h2><pre>{html.escape(commands)}</pre></body></html>",
     ]
     _write(root / "report.html", "\n".join(page))
-    _write(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands))
+    _write(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening))
     return root / "report.html"
 
 
-def markdown(plan, trained, untrained, stage_rows, commands) -> str:
+def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | None = None) -> str:
     def table(header, rows):
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows])
@@ -182,8 +212,21 @@ def markdown(plan, trained, untrained, stage_rows, commands) -> str:
         table(["system", "FD", "KD", "precision", "recall", "density", "coverage", "round trip"],
               image_rows(trained, untrained)),
         table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),
+        _listen_markdown(listening, table),
         table(["phase", "seconds"], [[k, f"{v:.0f}"] for k, v in plan.timings.items()]),
         f"```\n{commands}\n```\n"])
+
+
+def _listen_markdown(listening: dict | None, table) -> str:
+    if not listening:
+        return ""
+    t, u = listening["trained"], listening["untrained"]
+    rows = [[row["probe"], ", ".join(row["asked"]) or "-", ", ".join(row["read"]) or "-",
+             ", ".join(u["rows"][i]["read"]) or "-"] for i, row in enumerate(t["rows"])]
+    return (f"Does it listen? Text sensitivity (0-255): trained {t['text_sensitivity']:.1f}, untrained "
+            f"{u['text_sensitivity']:.1f}; asked observations found: {t['asked_found']} / {t['asked']} against "
+            f"{u['asked_found']} / {u['asked']}.\n\n"
+            + table(["report", "asked", "read in the trained film", "read in the untrained film"], rows))
 
 
 def _write(path: Path, text: str) -> None:

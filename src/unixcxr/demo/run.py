@@ -151,6 +151,23 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 
+def listen(plan: DemoPlan) -> dict:
+    """The "does it listen?" probe for the trained generator and its untrained twin, both read by the
+    trained model's reader: OUT/listen/{trained,untrained}/<i>.png and OUT/listen/listen.json."""
+    from unixcxr.evaluate.listen import listen_probe
+    from unixcxr.pipeline import UniXPipeline
+
+    path = plan.out / "listen" / "listen.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    reader = UniXPipeline.from_pretrained(plan.run)
+    result = {name: listen_probe(UniXPipeline.from_pretrained(model), reader, plan.out / "listen" / name,
+                                 seed=plan.seed, steps=plan.eval_steps)
+              for name, model in (("trained", plan.run), ("untrained", plan.untrained))}
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def run_demo(plan: DemoPlan) -> Path:
     from unixcxr.demo.report import write_report
 
@@ -162,5 +179,6 @@ def run_demo(plan: DemoPlan) -> Path:
     trained = _phase(plan, "evaluate trained model", lambda: evaluate(plan, plan.run, plan.out / "eval", True))
     untrained = _phase(plan, "evaluate untrained model",
                        lambda: evaluate(plan, plan.untrained, plan.out / "eval-untrained", False))
+    listening = _phase(plan, "does it listen? (one seed, six reports)", lambda: listen(plan))
     plan.timings["total"] = round(time.perf_counter() - start, 1)
-    return write_report(plan, trained, untrained)
+    return write_report(plan, trained, untrained, listening)
