@@ -79,3 +79,25 @@ def test_report_html_opens_with_every_image_loaded_and_tables_filled(demo):
         assert "0." in numbers or "1." in numbers
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_the_demo_runs_another_recipe_on_the_device_asked_for(tmp_path, capsys):
+    """The GPU demo's path (--device, --recipe) on the CPU with the tiny preset; --device cuda without
+    a GPU is one clear line; the GPU recipe itself passes the dry run's checks."""
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--recipe", str(configs / "tiny.yaml"), "--studies", "80",
+                 "--budget-minutes", "1", "--device", "cpu"]) == 0
+    assert (out / "run" / "model" / "config.json").is_file() and (out / "listen" / "listen.json").is_file()
+    assert "preset: tiny" in (out / "recipe.yaml").read_text()
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["demo", "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+        assert "torch sees no GPU" in capsys.readouterr().err
+    assert main(["train", str(configs / "gpu.yaml"), "--data", str(out / "data"), "--dry-run", "--gpus", "1",
+                 "--gpu", "h100"]) == 0
+    assert "gen_finetune" in capsys.readouterr().out

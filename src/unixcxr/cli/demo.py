@@ -7,9 +7,14 @@ OUT/report.html (open it in a browser) and OUT/report.md. The trained model land
 usable at once by `unixcxr report`, `generate` and `serve`. Rerun the same command to continue an
 interrupted demo.
 
+With --device cuda the demo runs configs/gpu.yaml as written (the same stages at ~20x the CPU
+recipe's steps, on 10,000 studies), sized for about ten minutes of training on one H100 (an
+estimate from `unixcxr train configs/gpu.yaml --dry-run`, not yet measured on a GPU).
+
 examples:
   unixcxr demo                          # ~24 minutes on 2 free CPU cores
-  unixcxr demo --budget-minutes 5       # a smaller but complete run"""
+  unixcxr demo --budget-minutes 5       # a smaller but complete run
+  unixcxr demo --device cuda --out demo-gpu"""
 
 from __future__ import annotations
 
@@ -29,17 +34,34 @@ def register(sub) -> None:
     p.add_argument("--studies", type=int, default=None, help="SynthCXR studies (default: from the budget)")
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cpu: configs/small.yaml scaled to the budget (default); cuda: configs/gpu.yaml as written")
+    p.add_argument("--recipe", default=None, metavar="YAML",
+                   help="another recipe (a file in configs/ or a path); the CPU demo scales its steps to the budget")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from unixcxr.demo.run import plan_for_budget, run_demo
+    import torch
+
+    from unixcxr.demo.run import gpu_plan, plan_for_budget, recipe_path, run_demo
 
     if args.budget_minutes <= 0:
         raise CliError("--budget-minutes must be positive")
     if args.out.exists() and not args.out.is_dir():
         raise CliError(f"{args.out} is a file; choose a folder for --out")
-    plan = plan_for_budget(args.out, args.budget_minutes, studies=args.studies, workers=args.workers, seed=args.seed)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: torch sees no GPU here; run the CPU demo (--device cpu)")
+    if args.recipe is not None:
+        try:
+            recipe_path(args.recipe)
+        except FileNotFoundError as err:
+            raise CliError(str(err)) from err
+    if args.device == "cuda":
+        plan = gpu_plan(args.out, studies=args.studies, seed=args.seed, recipe=args.recipe)
+    else:
+        plan = plan_for_budget(args.out, args.budget_minutes, studies=args.studies, workers=args.workers,
+                               seed=args.seed, recipe=args.recipe)
     report = run_demo(plan)
     print(f"\nopen {report} in a browser (also {report.with_suffix('.md')}); the trained model is in {plan.run}")
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import unixcxr
 
 DEFAULT_RECIPE = "small.yaml"
+GPU_RECIPE = "gpu.yaml"  # the same pipeline at the scale one GPU runs in minutes
 NOMINAL_TRAIN_MINUTES = 18.1  # what configs/small.yaml takes on 2 free CPU cores (2026-12-02)
 FIXED_MINUTES = 4.5  # synthesis + evaluation (trained and untrained) + report at the default sizes
 MIN_STEP_FACTOR = 0.02
@@ -30,6 +31,9 @@ class DemoPlan:
     max_new_tokens: int = 160  # SynthCXR reports are ~60-120 tokens
     workers: int = 2
     seed: int = 0
+    device: str = "cpu"  # where training, evaluation and the probes run
+    recipe: str = DEFAULT_RECIPE  # a file in configs/, or a path
+    scale_steps: bool = True  # scale the recipe's steps to the budget (the CPU demo); a GPU recipe runs as written
     timings: dict = field(default_factory=dict)
 
     @property
@@ -61,8 +65,22 @@ def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
     return plan
 
 
+def gpu_plan(out: Path, **overrides) -> DemoPlan:
+    """The GPU demo: configs/gpu.yaml as written on 10,000 studies at 256 px (resized by the recipe's
+    stages), evaluated on 500 test studies with 25 sampler points."""
+    plan = DemoPlan(out=out, studies=10000, size=256, eval_limit=500, eval_steps=25, device="cuda", recipe=GPU_RECIPE,
+                    scale_steps=False, workers=8)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(plan, key, value)
+    return plan
+
+
 def recipe_path(name: str = DEFAULT_RECIPE) -> Path:
-    """The recipes live in the repository's configs/ folder (one source of truth for all tools)."""
+    """The recipes live in the repository's configs/ folder (one source of truth for all tools); a
+    path to a recipe file is taken as it is."""
+    if Path(name).is_file():
+        return Path(name)
     path = Path(unixcxr.__file__).resolve().parents[2] / "configs" / name
     if not path.is_file():
         raise FileNotFoundError(f"{path}: recipe not found; run the demo from a clone of the repository "
@@ -74,8 +92,8 @@ def scaled_recipe(plan: DemoPlan) -> Path:
     """configs/small.yaml with every stage's steps (and warm-up) scaled to the budget."""
     from unixcxr.train.recipe import STAGE_ORDER, Recipe
 
-    recipe = Recipe.load(recipe_path())
-    f = plan.step_factor
+    recipe = Recipe.load(recipe_path(plan.recipe))
+    f = plan.step_factor if plan.scale_steps else 1.0
     for name in STAGE_ORDER:
         stage = recipe.stage(name)
         if stage is None or not hasattr(stage, "steps"):
@@ -120,7 +138,7 @@ def train_model(plan: DemoPlan) -> dict:
     from unixcxr.train.pipeline import train
 
     recipe = scaled_recipe(plan)
-    return train(recipe, plan.data, plan.run, resume=plan.run.exists())
+    return train(recipe, plan.data, plan.run, resume=plan.run.exists(), device=plan.device)
 
 
 def write_untrained(plan: DemoPlan) -> Path:
@@ -145,7 +163,7 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
 
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
-    pipe = UniXPipeline.from_pretrained(model)
+    pipe = UniXPipeline.from_pretrained(model, device=plan.device)
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
                                  baselines=trained, vae_ceiling=trained, batch_size=8)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
@@ -160,8 +178,9 @@ def listen(plan: DemoPlan) -> dict:
     path = plan.out / "listen" / "listen.json"
     if path.is_file():
         return json.loads(path.read_text())
-    reader = UniXPipeline.from_pretrained(plan.run)
-    result = {name: listen_probe(UniXPipeline.from_pretrained(model), reader, plan.out / "listen" / name,
+    reader = UniXPipeline.from_pretrained(plan.run, device=plan.device)
+    result = {name: listen_probe(UniXPipeline.from_pretrained(model, device=plan.device), reader,
+                                 plan.out / "listen" / name,
                                  seed=plan.seed, steps=plan.eval_steps)
               for name, model in (("trained", plan.run), ("untrained", plan.untrained))}
     path.write_text(json.dumps(result, indent=2))
@@ -174,7 +193,7 @@ def run_demo(plan: DemoPlan) -> Path:
     plan.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _phase(plan, "synthesize SynthCXR", lambda: synthesize(plan))
-    _phase(plan, "train (every stage of configs/small.yaml)", lambda: train_model(plan))
+    _phase(plan, f"train (every stage of {Path(plan.recipe).name})", lambda: train_model(plan))
     _phase(plan, "untrained twin", lambda: write_untrained(plan))
     trained = _phase(plan, "evaluate trained model", lambda: evaluate(plan, plan.run, plan.out / "eval", True))
     untrained = _phase(plan, "evaluate untrained model",

@@ -235,7 +235,7 @@ def format_plan(plans: list[StagePlan], machine: Machine | None, gpus: int, stra
              f"{'GiB/dev':>8} {'hours':>8}"]
     for p in plans:
         mem = f"{p.memory_gib:8.1f}" if p.memory_gib is not None else f"{'-':>8}"
-        hours = f"{p.hours:8.2f}" if p.hours is not None else f"{'-':>8}"
+        hours = f"{p.hours:8.3g}" if p.hours is not None else f"{'-':>8}"
         flops = f"{p.flops:10.2e}" if p.flops else f"{'-':>10}"
         tokens = f"{p.tokens_per_sample:10.0f}" if p.tokens_per_sample else f"{'-':>10}"
         lines.append(f"{p.name:<13} {p.steps:>7} {p.batch:>6} {p.micro:>6} {p.accumulation or '-':>6} {tokens} {flops} "
