@@ -188,6 +188,8 @@ def plan_run(recipe: Recipe, config: UniXConfig, source: DataSource, gpus: int, 
         micro_tokens = float((seq.segment >= 0).sum())
         steps_flops = flops_micro * stage.batch_size / stage.micro_batch_size * stage.steps
         states = state_bytes(model, trainable, stage.ema > 0) / (world if strategy == "fsdp" else 1)
+        if stage.repa and strategy == "fsdp" and recipe.repa_encoder == "vit":  # REPA's private ViT copy, unsharded
+            states += 4.0 * sum(p.numel() for p in model.vit.parameters())
         per_token = ACTIVATION_BYTES[name] * (FP32_ACTIVATION_FACTOR if machine is None else 1.0)
         activations = per_token * micro_tokens * config.llm.num_layers * config.llm.hidden_size
         if machine is not None:
