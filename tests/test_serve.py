@@ -113,8 +113,9 @@ def test_bad_report_requests_get_a_message_not_a_traceback(server, name, request
     assert "Traceback" not in answer.text and "File \"" not in answer.text
 
 
-@pytest.mark.parametrize("body, message", [({"report": "  "}, "report is empty"), ({"report": "x", "steps": 1000},
-                                           "steps must be an integer from 2 to 100"), ({"report": "x", "steps": "many"}, "integer"),
+@pytest.mark.parametrize("body, message", [({"report": "  "}, "report is empty"),
+                                           ({"report": "x", "steps": 1000}, "steps must be an integer from 2 to 100"),
+                                           ({"report": "x", "steps": "many"}, "integer"),
                                            ({"report": "x", "settings": "fast"}, "settings must be")])
 def test_bad_generate_requests_get_a_message(server, body, message):
     answer = httpx.post(f"{server.url}/api/generate", json=body)

@@ -24,8 +24,8 @@ from PIL import Image
 from unixcxr.data.images import (
     DEFAULT_MAX_PIXELS,
     EIGHT_BIT_MAX,
-    ImageLoadError,
     LUMA_WEIGHTS,
+    ImageLoadError,
     ImageNorm,
     is_dicom,
     load_image,
@@ -60,7 +60,8 @@ def load_tokenizer(path: str | os.PathLike, tokens: TokenConfig) -> ReportTokeni
     return ReportTokenizer.load(path, special=SpecialTokens(**dataclasses.asdict(tokens)))
 
 
-def to_unit_image(image: ImageInput, size: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def to_unit_image(image: ImageInput, size: int | None = None,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any image a user hands us -> grayscale float32 [H, W] in [0, 1]. Paths go through
     data.images (PNG, JPEG, DICOM; files over max_pixels refused from their header); arrays may be
     [H, W] or [H, W, 3|4], integer or in [0, 1]."""

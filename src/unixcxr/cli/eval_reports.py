@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from unixcxr.cli import CliError
-from unixcxr.cli.outputs import check_output_file
 from unixcxr.cli.label import add_backend_arguments, make_labeler
+from unixcxr.cli.outputs import check_output_file
 
 EPILOG = """\
 --pred and --ref are CSV / TSV / JSONL files with an id column and a report column; reports are

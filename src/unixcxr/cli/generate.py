@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from unixcxr.cli import CliError, check_options
-from unixcxr.cli.outputs import IMAGE_FORMATS, JPEG_QUALITY, check_output_file, check_output_folder, image_format
+from unixcxr.cli.outputs import IMAGE_FORMATS, check_output_file, check_output_folder, write_image
 from unixcxr.cli.report import add_model_arguments, load_pipeline
 from unixcxr.model.config import SAMPLER_PRESETS
-from unixcxr.validation import InvalidValue, SEED_MAX
+from unixcxr.validation import SEED_MAX, InvalidValue
 
 TEXT_COLUMNS = ("report", "annotated_prompt")  # ours, and the CheXGenBench / LLaVA-Rad test CSV
 ID_COLUMNS = ("id", "dicom_id", "image_id", "path")  # first present one names each output file
@@ -130,14 +130,13 @@ def data_set_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from unixcxr.data.shards import atomic_output
-
     check_options(args, "steps", "cfg_text", "cfg_img", "cfg_interval", "shift", "size", "seed", "batch_size")
     jobs = read_jobs(args)
     if not jobs:
         raise CliError(f"{args.prompts}: no rows to draw")
     if jobs[-1][2] > SEED_MAX:
-        raise CliError(f"--seed {args.seed} + {len(jobs) - 1} (one seed per image) is over 2**63 - 1; choose a smaller --seed")
+        raise CliError(f"--seed {args.seed} + {len(jobs) - 1} (one seed per image) is over 2**63 - 1; "
+                       "choose a smaller --seed")
     todo = [job for job in jobs if not job[0].is_file()] if args.prompts else jobs
     if len(todo) < len(jobs):
         print(f"{len(jobs) - len(todo)} of {len(jobs)} images already in {args.out_dir}; resuming", file=sys.stderr)
@@ -165,9 +164,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise CliError(str(err)) from err
         for (path, _, _), image in zip(batch, images):
-            fmt = image_format(path)
-            with atomic_output(path) as tmp:
-                image.save(tmp, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {}))
+            write_image(path, image)
         bar.update(len(batch))
     bar.close()
     print(f"wrote {len(todo)} image(s) to {args.output or args.out_dir}", file=sys.stderr)

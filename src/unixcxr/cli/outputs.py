@@ -36,7 +36,8 @@ def check_output_file(path: Path, option: str = "-o", suffixes: tuple[str, ...] 
     if path.is_dir():
         raise CliError(f"{option} {path}: is a folder; name a file, e.g. {path / example}")
     if suffixes and path.suffix.lower() not in suffixes:
-        raise CliError(f"{option} {path}: unknown suffix {path.suffix or '(none)'!r}; name a {' or '.join(suffixes)} file")
+        raise CliError(f"{option} {path}: unknown suffix {path.suffix or '(none)'!r}; name a "
+                       f"{' or '.join(suffixes)} file")
     _check_writable_folder(path, option, path.absolute().parent)
     return path
 
@@ -49,6 +50,10 @@ def check_output_folder(path: Path, option: str) -> Path:
     return path
 
 
-def image_format(path: Path) -> str:
-    """Pillow's format name for an image output, by its suffix (so x.jpg holds JPEG bytes)."""
-    return IMAGE_FORMATS[path.suffix.lower()]
+def write_image(path: Path, image) -> None:
+    """A Pillow image written atomically in the format its suffix names (x.jpg holds JPEG bytes)."""
+    from unixcxr.data.shards import atomic_output
+
+    fmt = IMAGE_FORMATS[path.suffix.lower()]
+    with atomic_output(path) as tmp:
+        image.save(tmp, format=fmt, **({"quality": JPEG_QUALITY} if fmt == "JPEG" else {}))

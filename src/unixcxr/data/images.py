@@ -8,6 +8,7 @@ high stored value means black) are inverted here, once."""
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +102,11 @@ def open_pillow(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is the policy
             img = Image.open(path)
-    except Image.DecompressionBombError as err:
-        raise _fail(path, f"over Pillow's decompression-bomb limit ({err})", "downscale the image") from err
+    except Image.DecompressionBombError as err:  # over twice Pillow's own limit: its message has the count
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "the image"
+        raise _fail(path, f"{size} is over Pillow's decompression-bomb limit of "
+                    f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP", "downscale the image") from err
     except UnidentifiedImageError as err:
         raise _fail(path, "not a PNG, JPEG or DICOM image") from err
     try:

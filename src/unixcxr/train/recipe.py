@@ -70,7 +70,8 @@ def _check_numbers(where: str, part: object, prefix: str) -> None:
                 continue
             inside = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
             if not inside:
-                bounds = f"{'(' if lo_open else '['}{lo}, {'inf)' if hi == math.inf else f'{hi}' + (')' if hi_open else ']')}"
+                high = "inf)" if hi == math.inf else f"{hi}{')' if hi_open else ']'}"
+                bounds = f"{'(' if lo_open else '['}{lo}, {high}"
                 raise RecipeError(f"{where}: {prefix}{f.name} must be a finite number in {bounds}, got {value!r}")
 
 
