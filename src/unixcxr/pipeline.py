@@ -81,6 +81,8 @@ def to_unit_image(image: ImageInput, size: int | None = None,
         arr = arr[..., :3] @ LUMA_WEIGHTS
     if arr.ndim != 2 or min(arr.shape) == 0:
         raise ValueError(f"expected a grayscale [H, W] or colour [H, W, 3] image array, got shape {image.shape}")
+    if arr.min() >= 0.0 and arr.max() <= 1.0:  # a decoded film already is: no 100 MB copy of a large one
+        return arr
     return np.clip(arr, 0.0, 1.0)
 
 

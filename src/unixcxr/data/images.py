@@ -134,15 +134,20 @@ def _load_pillow(path: Path, min_size: int | None, max_pixels: int | None = DEFA
 def pil_to_unit(img: Image.Image) -> np.ndarray:
     """Scale by the format's bit depth, not by the image's own range, so the exposure the
     file encodes is kept."""
+    # in place: a 25 MP film is 100 MB as floats, and every temporary copy is another 100 MB
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
         top = SIXTEEN_BIT_MAX if arr.max(initial=0) <= SIXTEEN_BIT_MAX else float(arr.max())
-        return np.clip(arr / top, 0.0, 1.0)
+        arr /= top
+        return np.clip(arr, 0.0, 1.0, out=arr)
     if img.mode == "F":
-        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        arr = np.array(img, dtype=np.float32)
+        return np.clip(arr, 0.0, 1.0, out=arr)
     if img.mode != "L":
         img = img.convert("L")
-    return np.asarray(img, dtype=np.float32) / EIGHT_BIT_MAX
+    arr = np.asarray(img, dtype=np.float32)
+    arr /= EIGHT_BIT_MAX
+    return arr
 
 
 def load_dicom(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
