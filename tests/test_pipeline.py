@@ -121,7 +121,7 @@ def test_generation_numbers_are_refused_before_sampling(pipe, kwargs, message):
         pipe.generate(["FINDINGS: Clear.", "FINDINGS: Effusion."], steps=2, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [(dict(max_new_tokens=-5), "max_new_tokens must be an integer from 1 to 2048"),
+@pytest.mark.parametrize("kwargs, message", [(dict(max_new_tokens=-5), "max_new_tokens must be an integer from 1 to"),
                                              (dict(max_new_tokens=10**6), "max_new_tokens must be an integer from 1"),
                                              (dict(seed=2**70, temperature=1.0), "seed must be an integer"),
                                              (dict(top_p=0.0), "top_p must be"), (dict(batch_size=0), "batch_size")])
