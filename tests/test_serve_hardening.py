@@ -129,7 +129,7 @@ def test_a_full_queue_answers_503_with_retry_after(pipe):
             waiting.start()
             while service.batcher.waiting < 1:  # the one queue place is taken
                 gate.wait(0.01)
-            answer = httpx.post(f"{busy.url}/api/generate", json={"report": REPORT, "steps": 2})
+            answer = httpx.post(f"{busy.url}/api/generate", json={"report": REPORT, "steps": 2}, timeout=60)
         finally:
             gate.set()
             waiting.join()
