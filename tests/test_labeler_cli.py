@@ -78,3 +78,22 @@ def test_chexbert_backend_without_weights_says_what_is_missing(tmp_path, capsys)
     src.write_text("report\nNo effusion.\n")
     assert main(["label", str(src), "-o", str(tmp_path / "x.csv"), "--backend", "chexbert"]) == 2
     assert "--chexbert" in capsys.readouterr().err
+
+
+def test_a_missing_value_marker_is_no_report_not_a_normal_study(tmp_path, capsys):
+    """pandas and spreadsheets write a missing report as NaN; labelled as text it would read No Finding = 1."""
+    src = tmp_path / "reports.csv"
+    src.write_text("id,report\n1,NaN\n2,nan\n3,null\n4,No acute cardiopulmonary process.\n")
+    out = tmp_path / "labels.csv"
+    assert main(["label", str(src), "-o", str(out)]) == 0
+    rows = read_csv(out)
+    assert all(rows[i][name] == "" for i in range(3) for name in OBSERVATIONS)
+    assert rows[3]["No Finding"] == "1"
+    assert "3 report cell(s) hold a missing-value marker" in capsys.readouterr().err
+
+
+def test_an_unclosed_quote_is_an_error_not_a_swallowed_file(tmp_path, capsys):
+    src = tmp_path / "reports.csv"
+    src.write_text('id,report\n1,"Small effusion.\n2,Clear.\n3,Edema.\n')
+    assert main(["label", str(src), "-o", str(tmp_path / "labels.csv")]) == 2
+    assert "never closed" in capsys.readouterr().err and not (tmp_path / "labels.csv").exists()

@@ -150,7 +150,7 @@ def test_renorm_caps_the_guided_norm_per_sample():
 
 @pytest.mark.parametrize("num_points", [1, 0])
 def test_sampler_grid_needs_two_points(num_points):
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="steps must be an integer from 2"):
         euler_sample(lambda x, t, b: {}, torch.zeros(1, 1, 1, 1), SamplerSettings(num_points=num_points))
 
 

@@ -17,6 +17,7 @@ from unixcxr.inference.report import DecodingSettings, generate_reports
 from unixcxr.model.io import ModelFolderError
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.demo_model import write_demo_model_folder
+from unixcxr.validation import InvalidValue
 
 TOKENS = 12
 
@@ -110,6 +111,25 @@ def test_bad_generation_requests_are_refused_clearly(pipe):
         pipe.generate("FINDINGS: Clear.", steps=2, size=13)
 
 
+@pytest.mark.parametrize("kwargs, message", [(dict(cfg_text=float("nan")), "cfg_text must be a finite number"),
+                                             (dict(cfg_interval=(0.9, 0.1)), "cfg_interval must be"),
+                                             (dict(seed=2**70), "seed must be an integer"),
+                                             (dict(seed=[0, -1]), "seed must be an integer"),
+                                             (dict(batch_size=0), "batch_size must be")])
+def test_generation_numbers_are_refused_before_sampling(pipe, kwargs, message):
+    with pytest.raises(InvalidValue, match=message):
+        pipe.generate(["FINDINGS: Clear.", "FINDINGS: Effusion."], steps=2, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(max_new_tokens=-5), "max_new_tokens must be an integer from 1 to"),
+                                             (dict(max_new_tokens=10**6), "max_new_tokens must be an integer from 1"),
+                                             (dict(seed=2**70, temperature=1.0), "seed must be an integer"),
+                                             (dict(top_p=0.0), "top_p must be"), (dict(batch_size=0), "batch_size")])
+def test_report_numbers_are_refused_before_decoding(pipe, radiograph, kwargs, message):
+    with pytest.raises(InvalidValue, match=message):
+        pipe.report(radiograph, **kwargs)
+
+
 def test_reconstruct_is_the_vae_round_trip_of_the_letterboxed_image(pipe, radiograph):
     from unixcxr.data.images import to_vae_tensor
     from unixcxr.model.vae import to_uint8
@@ -184,6 +204,13 @@ def test_generate_command_writes_one_png(pipe, folder, tmp_path):
                  "--seed", "5"]) == 0
     expected = pipe.generate("FINDINGS: Clear.", steps=3, seed=5)[0]
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(expected))
+
+
+def test_generate_command_writes_jpeg_for_a_jpg_name(pipe, folder, tmp_path):
+    out = tmp_path / "x.jpg"
+    assert main(["generate", "--model", str(folder), "FINDINGS: Clear.", "-o", str(out), "--steps", "3"]) == 0
+    with Image.open(out) as image:
+        assert image.format == "JPEG"
 
 
 def test_generate_command_runs_a_csv_in_bounded_batches_and_resumes(pipe, folder, tmp_path, capsys):

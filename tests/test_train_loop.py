@@ -134,6 +134,62 @@ def test_sharded_checkpoints_are_folders_each_rank_writes_into_and_stale_tempora
     assert sorted(p.name for p in folder.iterdir()) == names
 
 
+KILLED_MID_WRITE = """
+import os, signal, sys
+import safetensors.torch
+real_save, calls = safetensors.torch.save_file, []
+
+def save_then_die(tensors, path, metadata=None):  # the second checkpoint: half its bytes, then SIGKILL
+    calls.append(path)
+    if len(calls) < 2:
+        return real_save(tensors, path, metadata=metadata)
+    real_save(tensors, path + ".whole", metadata=metadata)
+    data = open(path + ".whole", "rb").read()
+    os.remove(path + ".whole")
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+        f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+safetensors.torch.save_file = save_then_die  # before unixcxr imports it
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import torch
+from torch import nn
+from test_train_loop import Regression, _trainer
+problem = Regression()
+torch.manual_seed(0)
+_trainer(Path({run!r}), nn.Linear(4, 1), problem).fit(problem.stream(0, 6, 2))
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_earlier_one_to_resume_from(tmp_path):
+    """A real SIGKILL in the middle of writing step 6's checkpoint (step 3's is on disk): the next start
+    removes the half-written temporary, resumes from step 3 and ends where an uninterrupted run ends."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = KILLED_MID_WRITE.format(tests=str(Path(__file__).parent), run=str(tmp_path / "run"))
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    folder = tmp_path / "run" / "checkpoints"
+    left = sorted(p.name for p in folder.iterdir())
+    assert len(left) == 2 and left[1] == "step_00000003.safetensors"
+    assert left[0].startswith(".step_00000006.safetensors.") and left[0].endswith(".tmp")  # the half-written one
+    assert latest_checkpoint(folder).name == "step_00000003.safetensors"
+    problem = Regression()
+    resumed = _trainer(tmp_path / "run", nn.Linear(4, 1), problem)  # the next start
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000003.safetensors"]  # the temporary is gone
+    assert resumed.resume(CONFIG, "und_sft", STAGE) and resumed.step == 3
+    resumed.fit(problem.stream(3, 6, 2))
+    torch.manual_seed(0)  # the killed run's initial weights
+    straight = _trainer(tmp_path / "straight", nn.Linear(4, 1), problem)
+    straight.fit(problem.stream(0, 6, 2))
+    for name, p in straight.params.items():
+        assert torch.equal(p, resumed.params[name]), name
+
+
 def test_an_unsharded_checkpoint_refuses_another_world_size_naming_the_fix(tmp_path):
     problem = Regression()
     _trainer(tmp_path, nn.Linear(4, 1), problem, steps=3).fit(problem.stream(0, 3, 2))

@@ -99,3 +99,27 @@ def test_a_stage_may_set_its_own_gradient_clip_and_otherwise_takes_the_optimizer
     assert ctx.loop_settings("und_sft", 1).clip_grad == 1.0
     with pytest.raises(RecipeError, match="stages.vae.clip_grad must be a number"):
         Recipe.from_dict({**data, "stages": {**data["stages"], "vae": {**data["stages"]["vae"], "clip_grad": "x"}}})
+
+
+@pytest.mark.parametrize("edit, field", [
+    (("stages", "und_sft", "lr", -1e-4), "stages.und_sft.lr"), (("stages", "und_sft", "warmup", -1), "warmup"),
+    (("stages", "und_sft", "ema", 1.0), "stages.und_sft.ema"), (("stages", "und_sft", "clip_grad", -1.0), "clip_grad"),
+    (("stages", "und_sft", "text_dropout", 1.5), "text_dropout"), (("optimizer", None, "betas", [0.9, 1.2]), "betas"),
+    (("optimizer", None, "weight_decay", float("nan")), "weight_decay"), (("optimizer", None, "eps", 0.0), "eps"),
+    (("runtime", None, "val_every", -1), "runtime.val_every"), (("runtime", None, "sample_points", 1), "sample_points"),
+    (("runtime", None, "checkpoint_every", 0), "checkpoint_every"), (("seed", None, None, -3), "seed"),
+])
+def test_recipe_numbers_out_of_range_are_refused_when_read_naming_the_field(edit, field):
+    """Before any stage runs: a negative learning rate used to surface only after the tokenizer stage."""
+    import copy
+
+    data = copy.deepcopy(MINIMAL)
+    section, stage, key, value = edit
+    if key is None:
+        data[section] = value
+    else:
+        target = data.setdefault(section, {})
+        target = target[stage] if stage else target
+        target[key] = value
+    with pytest.raises(RecipeError, match=f"x.yaml: .*{field.replace('.', '[.]')} must be a finite number in"):
+        Recipe.from_dict(data, source="x.yaml")

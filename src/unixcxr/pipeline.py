@@ -22,11 +22,14 @@ import torch
 from PIL import Image
 
 from unixcxr.data.images import (
+    DEFAULT_MAX_PIXELS,
     EIGHT_BIT_MAX,
     LUMA_WEIGHTS,
+    ImageLoadError,
     ImageNorm,
     is_dicom,
     load_image,
+    open_pillow,
     pil_to_unit,
     released_demo_image,
     released_evaluation_square,
@@ -44,6 +47,7 @@ from unixcxr.model.io import ModelFolderError, load_model_folder
 from unixcxr.model.official import is_official_folder, load_official_folder
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import LatentVAE, to_uint8, to_uint8_truncated
+from unixcxr.validation import check, check_interval, check_seeds
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 REPORT_BATCH, IMAGE_BATCH = 8, 4  # rows per forward: bounded memory whatever the list length
@@ -56,11 +60,13 @@ def load_tokenizer(path: str | os.PathLike, tokens: TokenConfig) -> ReportTokeni
     return ReportTokenizer.load(path, special=SpecialTokens(**dataclasses.asdict(tokens)))
 
 
-def to_unit_image(image: ImageInput, size: int | None = None) -> np.ndarray:
+def to_unit_image(image: ImageInput, size: int | None = None,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any image a user hands us -> grayscale float32 [H, W] in [0, 1]. Paths go through
-    data.images (PNG, JPEG, DICOM); arrays may be [H, W] or [H, W, 3|4], integer or in [0, 1]."""
+    data.images (PNG, JPEG, DICOM; files over max_pixels refused from their header); arrays may be
+    [H, W] or [H, W, 3|4], integer or in [0, 1]."""
     if isinstance(image, str | os.PathLike):
-        return load_image(image, min_size=size)
+        return load_image(image, min_size=size, max_pixels=max_pixels)
     if isinstance(image, Image.Image):
         return pil_to_unit(image)
     if isinstance(image, torch.Tensor):
@@ -75,23 +81,25 @@ def to_unit_image(image: ImageInput, size: int | None = None) -> np.ndarray:
         arr = arr[..., :3] @ LUMA_WEIGHTS
     if arr.ndim != 2 or min(arr.shape) == 0:
         raise ValueError(f"expected a grayscale [H, W] or colour [H, W, 3] image array, got shape {image.shape}")
+    if arr.min() >= 0.0 and arr.max() <= 1.0:  # a decoded film already is: no 100 MB copy of a large one
+        return arr
     return np.clip(arr, 0.0, 1.0)
 
 
 EIGHT_BIT_MODES = ("L", "RGB", "RGBA", "LA", "P")
 
 
-def to_pil_image8(image: ImageInput) -> Image.Image:
+def to_pil_image8(image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Any image a user hands us -> an 8-bit Pillow image, for the authors' preprocessing, which
     reads 8-bit files as they are (colour kept, no EXIF rotation). What they cannot read (DICOM,
     16-bit or float pixels) is scaled to [0, 1] by data.images and rounded to 8 bits."""
-    if isinstance(image, str | os.PathLike) and not is_dicom(image):
+    if isinstance(image, str | os.PathLike) and Path(image).is_file() and not is_dicom(image):
         try:
-            with Image.open(image) as img:
+            with open_pillow(Path(image), max_pixels) as img:
                 img.load()
                 if img.mode in EIGHT_BIT_MODES:
                     return img.copy()
-        except OSError:
+        except (OSError, ImageLoadError):
             pass  # load_image below names the file and the problem
     elif isinstance(image, Image.Image) and image.mode in EIGHT_BIT_MODES:
         return image
@@ -99,7 +107,7 @@ def to_pil_image8(image: ImageInput) -> Image.Image:
         arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else image
         if arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
             return Image.fromarray(arr)
-    unit = to_unit_image(image)
+    unit = to_unit_image(image, max_pixels=max_pixels)
     return Image.fromarray(np.round(unit * EIGHT_BIT_MAX).astype(np.uint8))
 
 
@@ -155,12 +163,13 @@ class UniXPipeline:
             raise ValueError(f"unknown sampler settings {name!r}; choose one of {sorted(PRESETS)}")
         return name
 
-    def read_image(self, image: ImageInput) -> np.ndarray | Image.Image:
-        """An image as preprocess() will read it (a file is read once, and a bad one fails here): 8-bit
-        Pillow for the authors' preprocessing, grayscale [0, 1] floats for ours."""
+    def read_image(self, image: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray | Image.Image:
+        """An image as preprocess() will read it (a file is read once, and a bad one fails here, a
+        file over max_pixels from its header alone): 8-bit Pillow for the authors' preprocessing,
+        grayscale [0, 1] floats for ours."""
         if self.conventions.preprocess == "released":
-            return to_pil_image8(image)
-        return to_unit_image(image, self.config.vision.image_size)
+            return to_pil_image8(image, max_pixels)
+        return to_unit_image(image, self.config.vision.image_size, max_pixels)
 
     def preprocess(self, images: Sequence[ImageInput], settings: str | None = None) -> torch.Tensor:
         """[B, 3, S, S] on the model's device and dtype, read as the model's conventions say: our
@@ -194,10 +203,12 @@ class UniXPipeline:
 
     @staticmethod
     def _generator(seed: int | None) -> torch.Generator | None:
-        return None if seed is None else torch.Generator().manual_seed(seed)
+        return None if seed is None else torch.Generator().manual_seed(check("seed", seed))
 
     def _decoding(self, max_new_tokens: int | None, temperature: float, top_p: float) -> DecodingSettings:
+        """A report cannot be longer than the model's positions (its RoPE table and KV cache)."""
         n = self.conventions.max_new_tokens if max_new_tokens is None else max_new_tokens
+        n = check("max_new_tokens", n, hi=self.config.llm.max_position)
         return DecodingSettings(max_new_tokens=n, temperature=temperature, top_p=top_p)
 
     def report(self, images: ImageInput | Sequence[ImageInput], prompt: str | None = None, *,
@@ -209,14 +220,26 @@ class UniXPipeline:
         conventions (None: the model's default). Images run in batches of batch_size."""
         if isinstance(images, ImageInput.__args__):  # one image (an array is always one image)
             images = [images]
+        batch_size = check("batch_size", batch_size)
         decoding = self._decoding(max_new_tokens, temperature, top_p)
         generator = self._generator(seed)
         reports = []
         for _, chunk in _chunks(list(images), batch_size):
-            ids = generate_reports(self.model, self.preprocess(chunk, settings),
-                                   self._prompt_ids(prompt, len(chunk)), decoding, generator)
-            reports += self.tokenizer.decode_batch(ids)
+            reports += self._decode(self.preprocess(chunk, settings), prompt, decoding, generator)
         return reports
+
+    def report_preprocessed(self, pixels: torch.Tensor, prompt: str | None = None, *,
+                            max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
+                            seed: int | None = None) -> list[str]:
+        """report() of images preprocess() has already made ([B, 3, S, S]), as one batch: a server
+        preprocesses each upload where it is decoded, so the model thread only decodes tokens."""
+        return self._decode(pixels, prompt, self._decoding(max_new_tokens, temperature, top_p), self._generator(seed))
+
+    def _decode(self, pixels: torch.Tensor, prompt: str | None, decoding: DecodingSettings,
+                generator: torch.Generator | None) -> list[str]:
+        ids = generate_reports(self.model, pixels.to(device=self.device, dtype=self.dtype),
+                               self._prompt_ids(prompt, pixels.shape[0]), decoding, generator)
+        return self.tokenizer.decode_batch(ids)
 
     def stream_report(self, image: ImageInput, prompt: str | None = None, *, max_new_tokens: int | None = None,
                       temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
@@ -271,9 +294,8 @@ class UniXPipeline:
         ones; None: the model's default) under the model's guidance rule, with the given values
         (not None) replacing the preset's."""
         names = {"steps": "num_points"}
-        values = {names.get(k, k): v for k, v in overrides.items() if v is not None}
-        if "cfg_interval" in values:
-            values["cfg_interval"] = tuple(values["cfg_interval"])
+        values = {names.get(k, k): check_interval(k, v) if k == "cfg_interval" else check(k, v)
+                  for k, v in overrides.items() if v is not None}
         preset = PRESETS[self._settings_name(settings)]
         return dataclasses.replace(preset, guidance=self.conventions.guidance, **values)
 
@@ -282,7 +304,7 @@ class UniXPipeline:
         return to_uint8_truncated(images) if self.conventions.to_uint8 == "truncate" else to_uint8(images)
 
     def latent_grid(self, size: int | None) -> int:
-        size = self.config.gen.image_size if size is None else size
+        size = self.config.gen.image_size if size is None else check("size", size)
         f, grid_max = self.config.vae.downsample, self.config.gen.latent_grid_max
         if size % f or not 0 < size // f <= grid_max:
             raise ValueError(f"image size {size} must be a multiple of {f} up to {grid_max * f} for this model")
@@ -315,11 +337,13 @@ class UniXPipeline:
         sampler = self.sampler_settings(settings, steps=steps, cfg_text=cfg_text, cfg_img=cfg_img,
                                         cfg_interval=cfg_interval, shift=shift)
         grid = self.latent_grid(size)
+        batch_size = check("batch_size", batch_size)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()))
         seeds = [seed + i for i in range(len(reports))] if isinstance(seed, int) else list(seed)
         if len(seeds) != len(reports):
             raise ValueError(f"{len(reports)} reports but {len(seeds)} seeds")
+        seeds = check_seeds(seeds)
         bar = _progress_bar(len(reports) * (sampler.num_points - 1)) if progress else None
         images = []
         for start, chunk in _chunks(reports, batch_size):

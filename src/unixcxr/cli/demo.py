@@ -44,12 +44,19 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from unixcxr.demo.run import gpu_plan, plan_for_budget, recipe_path, run_demo
+    from unixcxr.demo.run import gpu_plan, missing_modules, plan_for_budget, recipe_path, run_demo
 
-    if args.budget_minutes <= 0:
-        raise CliError("--budget-minutes must be positive")
+    if not 0 < args.budget_minutes < float("inf"):
+        raise CliError(f"--budget-minutes must be a positive number, got {args.budget_minutes}")
+    if (args.studies is not None and args.studies < 1) or args.workers < 1:
+        raise CliError("--studies and --workers must be at least 1")
     if args.out.exists() and not args.out.is_dir():
-        raise CliError(f"{args.out} is a file; choose a folder for --out")
+        raise CliError(f"--out {args.out} is a file; choose a folder for --out")
+    missing = missing_modules()
+    if missing:
+        extras = ",".join(sorted(set(missing.values())))
+        raise CliError(f"the demo needs {', '.join(sorted(missing))}, not installed here; install them with: "
+                       f"pip install 'unixcxr[{extras}]'")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CliError("--device cuda: torch sees no GPU here; run the CPU demo (--device cpu)")
     if args.recipe is not None:

@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from unixcxr.cli import CliError
+from unixcxr.cli import CliError, check_options
+from unixcxr.cli.outputs import check_output_file
 from unixcxr.labels import OBSERVATIONS, POSITIVE
 
 EPILOG = """\
@@ -92,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     from unixcxr.evaluate import image_metrics as metrics
     from unixcxr.evaluate.report_io import write_text
 
+    check_options(args, "batch_size", "seed")
+    if min(args.k, args.kd_subsets) < 1 or args.workers < 0:
+        raise CliError("--k and --kd-subsets must be at least 1, --workers at least 0")
+    if args.output is not None:
+        check_output_file(args.output, suffixes=(".json",), example="images.json")
+    labels = _read_labels(args.labels, args.image_column) if args.labels is not None else None  # before the work
     try:
         real_files, fake_files = feat.list_images(args.real), feat.list_images(args.fake)
         extractor = feat.build_extractor(args.features)
@@ -106,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise CliError(str(err)) from err
     results["inputs"] = {"real": str(args.real), "fake": str(args.fake)}
-    if args.labels is not None:
-        labels = _read_labels(args.labels, args.image_column)
+    if labels is not None:
         real_keys, fake_keys = _fake_keys([_key(p, args.real) for p in real_files],
                                           [_key(p, args.fake) for p in fake_files])
         if not set(real_keys) & set(labels):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unixcxr.cli import CliError
 from unixcxr.cli.label import add_backend_arguments, make_labeler
+from unixcxr.cli.outputs import check_output_file
 
 EPILOG = """\
 --pred and --ref are CSV / TSV / JSONL files with an id column and a report column; reports are
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from unixcxr.evaluate.report_io import write_text
     from unixcxr.evaluate.report_metrics import markdown_table, report_metrics
 
+    if args.output is not None:
+        check_output_file(args.output, suffixes=(".json",), example="reports.json")
+    labeler = make_labeler(args)
     preds, refs = (_read_by_id(p, args.id_column, args.column) for p in (args.pred, args.ref))
     ids = sorted(preds.keys() & refs.keys())
     if not ids:
@@ -74,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     radgraph = None
     if args.radgraph is not None:
         radgraph = (args.radgraph, args.radgraph_model)
-    labeler = make_labeler(args)
     pred_texts, ref_texts = [preds[i] for i in ids], [refs[i] for i in ids]
     pred_labels, ref_labels = labeler(pred_texts), labeler(ref_texts)
     try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unixcxr.cli import CliError
+from unixcxr.cli import CliError, check_options
 from unixcxr.model.config import SAMPLER_PRESETS
 
 
@@ -67,10 +67,7 @@ def run(args) -> int:
 
     if args.limit is not None and args.limit < MIN_STUDIES:
         raise CliError(f"--limit must be at least {MIN_STUDIES} (precision / recall look at 5 neighbours)")
-    for name in ("steps", "max_new_tokens", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_options(args, "steps", "max_new_tokens", "batch_size")
     out = args.out or Path(args.model) / f"eval-{args.split}"
     settings = BenchmarkSettings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
                                  steps=args.steps, sampler=args.sampler, batch_size=args.batch_size,

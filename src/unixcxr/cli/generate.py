@@ -7,9 +7,11 @@ import re
 import sys
 from pathlib import Path
 
-from unixcxr.cli import CliError
+from unixcxr.cli import CliError, check_options
+from unixcxr.cli.outputs import IMAGE_FORMATS, check_output_file, check_output_folder, write_image
 from unixcxr.cli.report import add_model_arguments, load_pipeline
 from unixcxr.model.config import SAMPLER_PRESETS
+from unixcxr.validation import SEED_MAX, InvalidValue
 
 TEXT_COLUMNS = ("report", "annotated_prompt")  # ours, and the CheXGenBench / LLaVA-Rad test CSV
 ID_COLUMNS = ("id", "dicom_id", "image_id", "path")  # first present one names each output file
@@ -31,7 +33,8 @@ OUT_DIR/ID.png, ID from an id / dicom_id / image_id / path column or the row num
 also takes a data set (a MIMIC-CXR-JPG layout folder or a shards folder): each study of --split
 (default test) is drawn from its findings, as the evaluation does, into OUT_DIR/<study id>.png. Existing
 PNGs are skipped, so an interrupted job resumes; row i always uses seed + i, so a resumed job
-draws the same images. Files are written atomically."""
+draws the same images. Files are written atomically; -o writes PNG or JPEG by its suffix (.png,
+.jpg). Every option is checked before the model is loaded."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", metavar="REPORT", nargs="*", help="report text(s) to draw")
     add_model_arguments(parser)
-    parser.add_argument("-o", "--output", type=Path, help="PNG file for a single REPORT")
+    parser.add_argument("-o", "--output", type=Path, help="PNG (or .jpg: JPEG) file for a single REPORT")
     parser.add_argument("--prompts", type=Path,
                         help="CSV/JSONL with a report or annotated_prompt column, or a data folder / shards folder")
     parser.add_argument("--split", default="test", choices=("train", "validate", "test"),
@@ -60,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def report_text(value: object) -> str:
+    """A table cell as report text; a missing value ("", None, NaN written as text) is empty."""
+    from unixcxr.evaluate.report_io import is_missing
+
+    return "" if is_missing(value) else str(value)
+
+
 def _file_id(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(value).stem if "/" in value else value).strip("._") or "image"
 
@@ -69,9 +79,13 @@ def read_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
     if args.prompts is None:
         if len(args.reports) != 1 or args.output is None:
             raise CliError("give one REPORT with -o OUT.png, or --prompts FILE with --out-dir DIR")
+        if not args.reports[0].strip():
+            raise CliError("REPORT is empty; write the findings the image should show")
+        check_output_file(args.output, suffixes=tuple(IMAGE_FORMATS), example="image.png")
         return [(args.output, args.reports[0], args.seed)]
     if args.reports or args.out_dir is None:
         raise CliError("--prompts needs --out-dir DIR and no REPORT arguments")
+    check_output_folder(args.out_dir, "--out-dir")
     if args.prompts.is_dir():
         return data_set_jobs(args)
     from unixcxr.evaluate.report_io import ReportInputError, read_table
@@ -91,7 +105,7 @@ def read_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
         if name in seen:
             raise CliError(f"{args.prompts}: row {i} repeats the id {name!r}; ids must be unique")
         seen.add(name)
-        jobs.append((args.out_dir / f"{name}.png", str(row.get(text_column) or ""), args.seed + i))
+        jobs.append((args.out_dir / f"{name}.png", report_text(row.get(text_column)), args.seed + i))
     empty = [str(path.stem) for path, text, _ in jobs if not text.strip()]
     if empty:
         raise CliError(f"{args.prompts}: empty {text_column} for {', '.join(empty[:5])}; fill or remove those rows")
@@ -116,9 +130,13 @@ def data_set_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from unixcxr.data.shards import atomic_output
-
+    check_options(args, "steps", "cfg_text", "cfg_img", "cfg_interval", "shift", "size", "seed", "batch_size")
     jobs = read_jobs(args)
+    if not jobs:
+        raise CliError(f"{args.prompts}: no rows to draw")
+    if jobs[-1][2] > SEED_MAX:
+        raise CliError(f"--seed {args.seed} + {len(jobs) - 1} (one seed per image) is over 2**63 - 1; "
+                       "choose a smaller --seed")
     todo = [job for job in jobs if not job[0].is_file()] if args.prompts else jobs
     if len(todo) < len(jobs):
         print(f"{len(jobs) - len(todo)} of {len(jobs)} images already in {args.out_dir}; resuming", file=sys.stderr)
@@ -127,17 +145,26 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     sampling = dict(steps=args.steps, cfg_text=args.cfg_text, cfg_img=args.cfg_img, cfg_interval=args.cfg_interval,
                     shift=args.shift, size=args.size, settings=args.settings)
+    try:
+        pipe.sampler_settings(args.settings, steps=args.steps, cfg_text=args.cfg_text, cfg_img=args.cfg_img,
+                              cfg_interval=args.cfg_interval, shift=args.shift)  # the preset + these: valid
+        pipe.latent_grid(args.size)
+    except InvalidValue:
+        raise
+    except ValueError as err:
+        raise CliError(f"--size {args.size}: {err}" if "image size" in str(err) else str(err)) from err
     bar = tqdm(total=len(todo), unit="image", desc="images")
     for start in range(0, len(todo), args.batch_size):
         batch = todo[start:start + args.batch_size]
         try:
             images = pipe.generate([text for _, text, _ in batch], seed=[seed for *_, seed in batch], **sampling,
                                    batch_size=args.batch_size)
+        except InvalidValue:
+            raise
         except ValueError as err:
             raise CliError(str(err)) from err
         for (path, _, _), image in zip(batch, images):
-            with atomic_output(path) as tmp:
-                image.save(tmp, format="PNG")
+            write_image(path, image)
         bar.update(len(batch))
     bar.close()
     print(f"wrote {len(todo)} image(s) to {args.output or args.out_dir}", file=sys.stderr)

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from unixcxr.cli import CliError
+from unixcxr.cli import CliError, check_options
+from unixcxr.cli.outputs import check_output_file
 from unixcxr.labels import OBSERVATIONS
 
 EPILOG = """\
@@ -39,6 +40,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def make_labeler(args: argparse.Namespace):
     """A callable texts -> list of label dicts for the chosen backend; CliError on bad arguments."""
+    check_options(args, "batch_size")
     if args.backend == "rules":
         from unixcxr.evaluate.labeler import label_reports
 
@@ -82,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
         write_csv,
     )
 
+    check_output_file(args.output, example="labels.csv")
+    if args.output.resolve() == args.reports.resolve():
+        raise CliError(f"-o {args.output}: is the input itself; name a new file for the labels")
+    labeler = make_labeler(args)
     try:
         rows, columns = read_table(args.reports)
         texts = report_texts(rows, args.column, args.reports, columns)
     except ReportInputError as err:
         raise CliError(str(err)) from err
-    labels = make_labeler(args)(texts)
+    labels = labeler(texts)
     kept = [c for c in columns if c not in OBSERVATIONS]
     if len(kept) < len(columns):
         print(f"note: {args.reports} already has observation columns; they are replaced by the new labels")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-from unixcxr.cli import CliError
+from unixcxr.cli import CliError, check_options
+from unixcxr.cli.outputs import check_output_file
+from unixcxr.data.images import DEFAULT_MAX_PIXELS
 from unixcxr.model.config import SAMPLER_PRESETS
+from unixcxr.validation import InvalidValue
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 DEFAULT_BATCH = 8
@@ -25,8 +26,10 @@ given as IMAGE stands for every PNG/JPEG/DICOM file under it; a shards folder (`
 for every image in its shards (--split picks one split), named SHARDS#<sample id>. Without -o each report is printed
 after its file name; with -o each line of the JSONL file is {"image": PATH, "report": TEXT}
 (readable by `unixcxr label`). Rerunning with the same -o skips the images already written, so
-an interrupted job resumes. Decoding is greedy (the released evaluation setting) unless
---temperature is set. An image that cannot be read is reported and skipped (exit status 1)."""
+an interrupted job resumes; a file -o names that this command did not write is refused and left
+as it is, and -o is created only when the first report is written. Decoding is greedy (the
+released evaluation setting) unless --temperature is set. An image that cannot be read, or whose
+header claims more than --max-megapixels, is reported and skipped (exit status 1)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +53,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, default=None, help="JSONL file to write (resumable)")
     parser.add_argument("--split", choices=("train", "validate", "test"),
                         help="with a shards folder as IMAGE: only this split (default: all)")
+    add_pixel_limit_argument(parser)
     parser.set_defaults(func=run)
+
+
+def add_pixel_limit_argument(parser: argparse.ArgumentParser) -> None:
+    """--max-megapixels: shared by report and serve."""
+    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                        help="refuse images larger than this, from their header, before decoding them "
+                             f"(default {DEFAULT_MAX_PIXELS / 1e6:g})")
+
+
+def max_pixels(args: argparse.Namespace) -> int:
+    if not (args.max_megapixels > 0 and args.max_megapixels < float("inf")):  # NaN fails too
+        raise CliError(f"--max-megapixels must be a positive number, got {args.max_megapixels}")
+    return int(args.max_megapixels * 1e6)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,23 +119,17 @@ def expand_images(paths: list[Path], split: str | None = None) -> list[tuple[str
     return out
 
 
-def done_images(output: Path) -> set[str]:
-    """Images already in the JSONL output. A line cut short by a crash is dropped from the file, so
-    appending goes on from the last complete line."""
-    if not output.is_file():
-        return set()
-    done, keep = set(), 0
-    with open(output, "rb") as f:
-        for line in f:
-            try:
-                done.add(json.loads(line)["image"])
-            except (ValueError, KeyError, TypeError):
-                break
-            keep += len(line)
-    if keep != output.stat().st_size:
-        with open(output, "r+b") as f:
-            f.truncate(keep)
-    return done
+def open_output(path: Path):
+    """The resumable JSONL writer of -o (nothing is created before the first report), or CliError when
+    -o names a file this command did not write."""
+    from unixcxr.data.cleaning.records import ResumableWriter
+    from unixcxr.data.reports import DataError
+
+    check_output_file(path, example="reports.jsonl")
+    try:
+        return ResumableWriter(path, key="image")
+    except DataError as err:
+        raise CliError(str(err)) from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,48 +137,49 @@ def run(args: argparse.Namespace) -> int:
 
     from unixcxr.data.images import ImageLoadError
 
+    check_options(args, "max_new_tokens", "temperature", "top_p", "seed", "batch_size")
+    limit = max_pixels(args)
+    out = open_output(args.output) if args.output else None
     images = expand_images(args.images, args.split)
-    done = done_images(args.output) if args.output else set()
-    todo = [(name, source) for name, source in images if name not in done]
-    if done:
+    todo = [(name, source) for name, source in images if out is None or name not in out.done]
+    if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already in {args.output}; resuming", file=sys.stderr)
     pipe = load_pipeline(args)
-    out = open(args.output, "a", encoding="utf-8") if args.output else None  # noqa: SIM115
-    failed = 0
+    failed = written = 0
     try:
         bar = tqdm(total=len(todo), unit="image", desc="reports", disable=out is None)
         for start in range(0, len(todo), args.batch_size):
             batch, pixels = [], []
             for name, source in todo[start:start + args.batch_size]:
                 try:
-                    pixels.append(pipe.read_image(source if isinstance(source, Path) else source.read()))
+                    pixels.append(pipe.read_image(source if isinstance(source, Path) else source.read(), limit))
                     batch.append(name)
                 except ImageLoadError as err:
                     failed += 1
-                    print(f"skipped: {err}", file=sys.stderr)
+                    tqdm.write(f"skipped: {err}", file=sys.stderr)
             if not batch:
                 continue
             try:
                 reports = pipe.report(pixels, args.prompt, max_new_tokens=args.max_new_tokens,
                                       temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                                       batch_size=args.batch_size, settings=args.settings)
+            except InvalidValue:
+                raise  # named as its option by the CLI
             except ValueError as err:
                 raise CliError(str(err)) from err
             for name, text in zip(batch, reports):
                 if out is None:
                     print(f"{name}\t{text}")
                 else:
-                    out.write(json.dumps({"image": name, "report": text}, ensure_ascii=False) + "\n")
-            if out is not None:
-                out.flush()
-                os.fsync(out.fileno())
+                    out.append({"image": name, "report": text})
+            written += len(batch)
             bar.update(len(batch))
         bar.close()
     finally:
         if out is not None:
             out.close()
-    if failed:
-        print(f"{failed} image(s) could not be read (see above)", file=sys.stderr)
-    if out is not None:
-        print(f"wrote {len(todo) - failed} reports to {args.output}", file=sys.stderr)
+    if failed > 1:
+        print(f"{failed} of {len(todo)} images could not be read (see above)", file=sys.stderr)
+    if out is not None and written:
+        print(f"wrote {written} reports to {args.output}", file=sys.stderr)
     return 1 if failed else 0

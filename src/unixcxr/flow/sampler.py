@@ -11,6 +11,7 @@ import torch
 
 from unixcxr.flow.matching import timestep_grid
 from unixcxr.model.config import GUIDANCE_RULES
+from unixcxr.validation import check, check_interval
 
 COND, NO_TEXT, NO_IMAGE = "cond", "no_text", "no_image"
 
@@ -39,8 +40,16 @@ class SamplerSettings:
     guidance: str = "unixcxr"
 
     def __post_init__(self):
+        """Refuse what would sample garbage (NaN or negative scales, an inverted interval, shift <= 0):
+        the shared rules of unixcxr.validation, under the names callers use (num_points is "steps")."""
         if self.guidance not in GUIDANCE_RULES:
             raise ValueError(f"guidance {self.guidance!r} is not one of {GUIDANCE_RULES}")
+        check("steps", self.num_points)
+        for name in ("cfg_text", "cfg_img", "shift"):
+            check(name, getattr(self, name))
+        check_interval("cfg_interval", self.cfg_interval)
+        if not 0.0 <= self.renorm_min <= 1.0:
+            raise ValueError(f"renorm_min must be in [0, 1], got {self.renorm_min}")
 
     @property
     def released(self) -> bool:

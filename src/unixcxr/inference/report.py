@@ -15,6 +15,7 @@ from unixcxr.inference.graphs import capture, graphed_or_eager
 from unixcxr.model.mot import KVCache, Routing
 from unixcxr.model.sequence import LATENT, SampleLayout, collate, understanding_layout
 from unixcxr.model.unix import UniX
+from unixcxr.validation import check
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,12 @@ class DecodingSettings:
     temperature: float = 0.0  # 0 = greedy (the released evaluation setting)
     top_p: float = 1.0
     ignore_eos: bool = False  # always write max_new_tokens (benchmarks)
+
+    def __post_init__(self):
+        """The shared rules of unixcxr.validation: a negative temperature or top_p 0 would decode
+        garbage or nothing, max_new_tokens < 1 nothing at all."""
+        for name in ("max_new_tokens", "temperature", "top_p"):
+            check(name, getattr(self, name))
 
 
 def sample_next(logits: torch.Tensor, settings: DecodingSettings, generator=None) -> torch.Tensor:

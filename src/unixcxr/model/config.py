@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -168,6 +169,8 @@ class UniXConfig:
         return self.gen.image_size // self.vae.downsample
 
     def validate(self) -> UniXConfig:
+        for part in (self.llm, self.vision, self.vae, self.gen, self.tokens, self.conventions):
+            check_fields(part)
         llm = self.llm
         if llm.num_heads % llm.num_kv_heads:
             raise ValueError(f"num_heads {llm.num_heads} must be a multiple of num_kv_heads {llm.num_kv_heads}")
@@ -195,11 +198,15 @@ class UniXConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> UniXConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object at the top, got a {type(d).__name__}")
         parts = {"llm": LanguageConfig, "vision": VisionConfig, "vae": VAEConfig, "gen": GenerationConfig,
                  "tokens": TokenConfig, "conventions": ConventionsConfig}
         kwargs = {}
         for key, value in d.items():
             if key in parts:
+                if not isinstance(value, dict):
+                    raise ValueError(f"{key} must be an object of fields, got a {type(value).__name__}")
                 known = {f.name for f in dataclasses.fields(parts[key])}
                 unknown = set(value) - known
                 if unknown:
@@ -207,6 +214,8 @@ class UniXConfig:
                 value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
                 kwargs[key] = parts[key](**value)
             elif key == "name":
+                if not isinstance(value, str):
+                    raise ValueError(f"name must be text, got {value!r}")
                 kwargs[key] = value
             else:
                 raise ValueError(f"unknown config field: {key!r}")
@@ -228,6 +237,46 @@ class UniXConfig:
         """Dotted names of the fields that differ (used to refuse mismatched checkpoints)."""
         a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
         return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+# Sizes and counts that must be at least 1 (any other int field, a token id or an optional size
+# such as repa_dim, must be at least 0); floats must be finite, these ones above 0.
+POSITIVE_INTS = {"hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
+                 "vocab_size", "max_position", "image_size", "patch_size", "width", "depth", "mlp_dim",
+                 "latent_channels", "layers_per_block", "norm_num_groups", "latent_grid_max", "timestep_dim",
+                 "prompt_bos", "max_new_tokens", "block_out_channels"}
+POSITIVE_FLOATS = {"rms_norm_eps", "rope_theta", "norm_std", "timestep_shift", "scale"}
+SECTIONS = {"LanguageConfig": "llm", "VisionConfig": "vision", "VAEConfig": "vae", "GenerationConfig": "gen",
+            "TokenConfig": "tokens", "ConventionsConfig": "conventions"}
+
+
+def check_fields(part) -> None:
+    """Every field of one config section has its declared type and a sane range, so that a hand-edited
+    config.json ("hidden_size": "big", a negative width) is refused with the field named instead of
+    failing inside torch."""
+    section = SECTIONS.get(type(part).__name__, type(part).__name__)
+    for f in dataclasses.fields(part):
+        value, name = getattr(part, f.name), f"{section}.{f.name}"
+        kind = str(f.type)
+        values = value if kind.startswith("tuple") and isinstance(value, tuple) else (value,)
+        if kind.startswith("tuple") and not (isinstance(value, tuple) and value):
+            raise ValueError(f"{name} must be a non-empty list of integers, got {value!r}")
+        for v in values:
+            if kind in ("int", "tuple[int, ...]"):
+                ok = isinstance(v, int) and not isinstance(v, bool) and v >= (1 if f.name in POSITIVE_INTS else 0)
+                rule = "an integer " + (">= 1" if f.name in POSITIVE_INTS else ">= 0")
+            elif kind == "float":
+                ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and (
+                    v > 0 if f.name in POSITIVE_FLOATS else True)
+                rule = "a finite number" + (" > 0" if f.name in POSITIVE_FLOATS else "")
+            elif kind == "bool":
+                ok, rule = isinstance(v, bool), "true or false"
+            else:
+                ok, rule = isinstance(v, str), "text"
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
+    if section == "gen" and not 0.0 <= part.text_dropout <= 1.0:
+        raise ValueError(f"gen.text_dropout must be in [0, 1], got {part.text_dropout}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -108,6 +108,8 @@ def read_config(file: Path) -> UniXConfig:
     """config.json -> UniXConfig. A folder without a conventions section (written before they were
     recorded) gets ours, or the authors' when it is a converted release (is_converted_release)."""
     raw = json.loads(file.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object at the top, got a {type(raw).__name__}")
     if "conventions" not in raw and is_converted_release(raw):
         raw["conventions"] = dataclasses.asdict(RELEASED_CONVENTIONS)
     return UniXConfig.from_dict(raw)
@@ -119,8 +121,9 @@ def load_model_folder(path: str | Path, device="cpu", dtype: torch.dtype = torch
     folder = resolve_model_folder(path)
     try:
         config = read_config(folder / CONFIG)
-    except (ValueError, TypeError, OSError) as err:
-        raise ModelFolderError(f"{folder / CONFIG}: invalid config ({err})") from err
+    except (ValueError, TypeError, AttributeError, OSError) as err:
+        raise ModelFolderError(f"{folder / CONFIG}: invalid config ({err}); fix the field or export the "
+                               "model folder again") from err
     if not (folder / WEIGHTS).is_file():
         raise ModelFolderError(f"{folder / WEIGHTS} is missing: the folder holds a config but no weights")
     with torch.device("meta"):

@@ -165,7 +165,16 @@ def official_config(folder: str | Path) -> UniXConfig:
     authors' conventions (prompt layout, guidance, preprocessing, 8-bit output), recorded so that a
     converted folder keeps running their way."""
     folder = Path(folder)
-    raw = _read_json(folder / CONFIG)
+    try:
+        return _official_config(folder, _read_json(folder / CONFIG))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, OfficialCheckpointError):
+            raise
+        raise OfficialCheckpointError(f"{folder / CONFIG}: not a Janus-style config ({err!r}); download it "
+                                      "again") from err
+
+
+def _official_config(folder: Path, raw: dict) -> UniXConfig:
     base = unix()
     llm = _language(raw, base.llm)
     vision = _vision(raw, base.vision, folder / CONFIG)

@@ -8,9 +8,10 @@
                                "settings"?: "released" | "demo" | "unixcxr" (default: the model's own)}
                          -> {"image": BASE64_PNG, "seed": int}
 
-Errors are {"error": MESSAGE} with a 4xx status (bad input, 413 too large, 503 busy); an
-internal failure is a 500 with no detail (the traceback goes to the server log only). Bodies are
-read up to the upload limit and no further."""
+Errors are {"error": MESSAGE} with a 4xx status (bad input naming the field and what it must be,
+413 too large, 503 busy with a Retry-After header); an internal failure is a 500 with no detail
+(the traceback goes to the server log only). Bodies are read up to the upload limit and no
+further; uploads are decoded in a pool of their own, never on the event loop."""
 
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request as StarletteRequest
 
 from unixcxr.serve.batcher import QueueFull
-from unixcxr.serve.service import ModelService, UploadError, decode_upload, png_base64
+from unixcxr.serve.service import ModelService, UploadError, png_base64
+from unixcxr.validation import InvalidValue
 
 log = logging.getLogger("unixcxr.serve")
 BODY_OVERHEAD = 64 * 1024  # JSON fields and multipart headers beside the image
+RETRY_AFTER_S = 2  # what a busy answer asks the client to wait
 
 
 class ApiError(Exception):
@@ -38,7 +42,8 @@ class ApiError(Exception):
 
 
 def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -62,12 +67,15 @@ async def report_fields(request: Request, limit: int) -> tuple[bytes, str, dict]
         async def replay():
             return {"type": "http.request", "body": body, "more_body": False}
 
-        form = await StarletteRequest(request.scope, replay).form()
+        try:
+            form = await StarletteRequest(request.scope, replay).form()
+        except (MultiPartException, ValueError, KeyError) as err:
+            raise ApiError(400, "malformed multipart/form-data body") from err
         upload = form.get("image")
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "multipart body needs a file field named 'image'")
         return await upload.read(), upload.filename or "upload", {k: v for k, v in form.items() if k != "image"}
-    fields = parse_json(body)
+    fields = await asyncio.to_thread(parse_json, body)  # megabytes of JSON: not on the event loop
     try:
         data = base64.b64decode(str(fields.pop("image", "")), validate=True)
     except (binascii.Error, ValueError) as err:
@@ -83,26 +91,6 @@ def parse_json(body: bytes) -> dict:
     if not isinstance(fields, dict):
         raise ApiError(400, "the JSON body must be an object")
     return fields
-
-
-def _int(fields: dict, name: str, default=None):
-    value = fields.get(name, default)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError) as err:
-        raise ApiError(400, f"'{name}' must be an integer") from err
-
-
-def _float(fields: dict, name: str):
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError) as err:
-        raise ApiError(400, f"'{name}' must be a number") from err
 
 
 async def wait(future, timeout: float):
@@ -123,29 +111,26 @@ def api_router(service: ModelService, log_text: bool = False) -> APIRouter:
 
     @router.post("/report")
     async def report(request: Request):
+        """A report for an X-ray: multipart field `image`, or JSON {"image": BASE64}."""
         data, name, fields = await report_fields(request, body_limit)
-        try:
-            pixels = decode_upload(data, name, limits)
-            prompt = fields.get("prompt")
-            future = service.report(pixels, None if prompt is None else str(prompt), _int(fields, "max_new_tokens"))
-        except UploadError as err:
-            raise ApiError(400, str(err)) from err
-        text = await wait(future, limits.request_timeout_s)
+        prompt, max_new_tokens = fields.get("prompt"), fields.get("max_new_tokens")
+        service.check_report_request(prompt, max_new_tokens)  # refused before the upload is decoded
+        pixels = await wait(service.read_upload(data, name), limits.request_timeout_s)
+        text = await wait(service.report(pixels, prompt, max_new_tokens), limits.request_timeout_s)
         if log_text:
             log.info("report: %s", text)
         return {"report": text}
 
     @router.post("/generate")
     async def generate(request: Request):
+        """An X-ray drawn from a report: JSON {"report": TEXT, "steps", "cfg_text", "seed", "settings"}."""
         fields = parse_json(await read_body(request, BODY_OVERHEAD + limits.max_report_chars * 4))
-        seed = _int(fields, "seed", 0)
-        try:
-            future = service.generate(str(fields.get("report") or ""), _int(fields, "steps"),
-                                      _float(fields, "cfg_text"), seed, fields.get("settings"))
-        except UploadError as err:
-            raise ApiError(400, str(err)) from err
-        image = await wait(future, limits.request_timeout_s)
-        return {"image": png_base64(image), "seed": seed}
+        report, seed, key = service.check_generate_request(fields.get("report"), fields.get("steps"),
+                                                           fields.get("cfg_text"), fields.get("seed"),
+                                                           fields.get("settings"))
+        image = await wait(service.batcher.submit(key, (report, seed)), limits.request_timeout_s)
+        png = await asyncio.to_thread(png_base64, image)  # encoding a large PNG is not the loop's work
+        return {"image": png, "seed": seed}
 
     return router
 
@@ -156,6 +141,11 @@ def install_error_handlers(app) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request, err: ApiError):
         return error_response(err.status, err.message)
+
+    @app.exception_handler(UploadError)
+    @app.exception_handler(InvalidValue)
+    async def bad_input(request, err: ValueError):
+        return error_response(400, str(err))
 
     @app.exception_handler(QueueFull)
     async def busy(request, err):

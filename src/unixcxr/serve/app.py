@@ -15,6 +15,38 @@ from unixcxr.serve.api import api_router, install_error_handlers
 from unixcxr.serve.service import DEFAULT_LIMITS, ModelService, ServeLimits
 
 log = logging.getLogger("unixcxr.serve")
+DOCS_URL, OPENAPI_URL, DOCS_ASSETS = "/api/docs", "/api/openapi.json", "/api/docs/assets"
+
+
+def install_docs(app: FastAPI) -> None:
+    """/api/docs from Swagger UI's files inside the swagger-ui-bundle package: FastAPI's default page
+    loads them from a CDN, which a hospital network may block and should never be asked to reach.
+    That bundle's Swagger UI (4.x) reads OpenAPI 3.0, which is all our schema uses. Without the
+    package, a plain page links the schema."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+
+    if swagger_ui_path is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        app.openapi_version = "3.0.3"
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    async def docs():
+        if swagger_ui_path is None:
+            return HTMLResponse(f'<!doctype html><title>{app.title}</title><h1>{app.title}</h1>'
+                                f'<p>The OpenAPI schema: <a href="{OPENAPI_URL}">{OPENAPI_URL}</a> '
+                                "(pip install swagger-ui-bundle for the interactive page).</p>")
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=app.title,
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
 def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text: bool = False) -> FastAPI:
@@ -30,10 +62,11 @@ def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text
         yield
         service.close()
 
-    app = FastAPI(title="UniX chest X-ray API", docs_url="/api/docs", openapi_url="/api/openapi.json",
-                  redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="UniX chest X-ray API", docs_url=None, openapi_url=OPENAPI_URL, redoc_url=None,
+                  lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    install_docs(app)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next):

@@ -4,7 +4,10 @@ One worker thread owns the model, so concurrent requests never run the network a
 (and never fight over memory). Requests wait in a bounded queue (a full queue is refused at once,
 never silently dropped); whenever the worker is free it takes everything waiting, up to
 max_batch, and runs requests that share the same settings as ONE batched call. Under load the
-batches grow by themselves; an idle server answers a lone request without waiting."""
+batches grow by themselves; an idle server answers a lone request without waiting.
+
+A batch that fails is run again one request at a time, so a failure answers only the request
+that caused it: the others get their results (the retry costs time only when something failed)."""
 
 from __future__ import annotations
 
@@ -84,7 +87,11 @@ class Batcher:
                 results = [jobs[0].payload()]
             else:
                 results = self.run_batch(jobs[0].key, [j.payload for j in jobs])
-        except BaseException as err:  # handed to every waiting caller; the worker lives on
+        except BaseException as err:  # the worker lives on
+            if len(jobs) > 1 and isinstance(err, Exception):  # whose request was it? each alone tells
+                for j in jobs:
+                    self._run([j])
+                return
             for j in jobs:
                 j.future.set_exception(err)
             return

@@ -1,5 +1,10 @@
 """The model behind the web app and the HTTP API: uploads checked and decoded, requests batched
-through one bounded queue (batcher.py), limits in one dataclass."""
+through one bounded queue (batcher.py), limits in one dataclass.
+
+Uploads are decoded and preprocessed in a small pool of their own, never on the event loop (a
+large image would stall every other request, /api/health included) and never in the model's
+thread; an image over the pixel limit is refused from its header before any pixel is decoded.
+Every number a request carries goes through unixcxr.validation before it joins a batch."""
 
 from __future__ import annotations
 
@@ -7,18 +12,21 @@ import base64
 import io
 import queue
 import tempfile
+import threading
 from collections.abc import Hashable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-from unixcxr.data.images import DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageLoadError, load_image
+from unixcxr.data.images import DEFAULT_MAX_PIXELS, DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageLoadError, load_image
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
-from unixcxr.serve.batcher import Batcher
+from unixcxr.serve.batcher import Batcher, QueueFull
+from unixcxr.validation import MAX_GUIDANCE, check, check_optional
 
 MIB = 1024 * 1024
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff"}
@@ -35,6 +43,17 @@ class ServeLimits:
     max_steps: int = 100
     max_report_chars: int = 4000
     request_timeout_s: float = 600.0
+    max_pixels: int = DEFAULT_MAX_PIXELS  # uploads larger than this are refused from their header
+    decode_workers: int = 2  # uploads decoded at once, beside the model's thread
+
+    def __post_init__(self):
+        """Every limit at least 1: a 0 would not mean 'none' but, for a queue, 'unbounded'."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
+                raise ValueError(f"{f.name} must be at least 1, got {value!r}")
+        if not 1 <= self.default_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"default_new_tokens must be between 1 and max_new_tokens ({self.max_new_tokens})")
 
 
 DEFAULT_LIMITS = ServeLimits()
@@ -68,7 +87,7 @@ def decode_upload(data: bytes, name: str, limits: ServeLimits) -> np.ndarray:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
         try:
-            return load_image(path)
+            return load_image(path, max_pixels=limits.max_pixels)
         except ImageLoadError as err:
             raise UploadError(str(err).replace(str(path), name)) from err
 
@@ -80,39 +99,62 @@ def png_base64(image: Image.Image) -> str:
 
 
 class ModelService:
-    """Reports and images through one batching queue."""
+    """Reports and images through one batching queue; uploads decoded in a pool beside it."""
 
     def __init__(self, pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS):
         self.pipe, self.limits = pipe, limits
         self.batcher = Batcher(self._run_batch, limits.max_batch, limits.max_queue)
+        self._decoder = ThreadPoolExecutor(limits.decode_workers, thread_name_prefix="unixcxr-decode")
+        self._decoding = threading.BoundedSemaphore(limits.max_queue)  # uploads decoding or waiting to
 
     def _run_batch(self, key: Hashable, payloads: list) -> list:
         kind, *settings = key
         if kind == "report":
             prompt, max_new_tokens = settings
-            return self.pipe.report(payloads, prompt, max_new_tokens=max_new_tokens, batch_size=len(payloads))
+            return self.pipe.report_preprocessed(torch.stack(payloads), prompt, max_new_tokens=max_new_tokens)
         steps, cfg_text, settings_name = settings
         texts, seeds = zip(*payloads)
         return self.pipe.generate(list(texts), steps=steps, cfg_text=cfg_text, seed=list(seeds),
                                   settings=settings_name, batch_size=self.limits.image_batch)
 
-    def check_report_request(self, prompt: str | None, max_new_tokens: int | None) -> tuple[str | None, int]:
+    def read_upload(self, data: bytes, name: str) -> Future:
+        """Future of the model's input tensor [3, S, S] for uploaded bytes, decoded and preprocessed in
+        the decode pool; QueueFull when max_queue uploads are already being decoded or waiting."""
+        if not self._decoding.acquire(blocking=False):
+            raise QueueFull(f"{self.limits.max_queue} uploads are already being decoded")
+        try:
+            future = self._decoder.submit(lambda: self.prepare(decode_upload(data, name, self.limits)))
+        except BaseException:
+            self._decoding.release()
+            raise
+        future.add_done_callback(lambda _: self._decoding.release())
+        return future
+
+    def prepare(self, pixels: np.ndarray) -> torch.Tensor:
+        """An image as the model reads it, [3, S, S] (kept in the queue instead of the whole film)."""
+        return self.pipe.preprocess([pixels])[0]
+
+    def check_report_request(self, prompt: str | None, max_new_tokens: object) -> tuple[str | None, int]:
         limit = self.limits.max_new_tokens
-        n = self.limits.default_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if not 1 <= n <= limit:
-            raise UploadError(f"max_new_tokens must be between 1 and {limit}")
+        n = check_optional("max_new_tokens", max_new_tokens, hi=limit)
+        n = self.limits.default_new_tokens if n is None else n
+        if prompt is not None and not isinstance(prompt, str):
+            raise UploadError("prompt must be text")
         if prompt is not None and not prompt.strip():
             prompt = None  # an empty instruction box means the default instruction
         if prompt is not None and len(prompt) > self.limits.max_report_chars:
             raise UploadError(f"the instruction is longer than {self.limits.max_report_chars} characters")
         return prompt, n
 
-    def report(self, pixels: np.ndarray, prompt: str | None = None, max_new_tokens: int | None = None) -> Future:
+    def report(self, image: np.ndarray | torch.Tensor, prompt: str | None = None,
+               max_new_tokens: object = None) -> Future:
+        """image: decoded pixels [H, W] (preprocessed here, in the caller's thread) or read_upload's tensor."""
         prompt, n = self.check_report_request(prompt, max_new_tokens)
+        pixels = image if isinstance(image, torch.Tensor) else self.prepare(image)
         return self.batcher.submit(("report", prompt, n), pixels)
 
     def stream_report(self, pixels: np.ndarray, prompt: str | None = None,
-                      max_new_tokens: int | None = None) -> Iterator[str]:
+                      max_new_tokens: object = None) -> Iterator[str]:
         """Text pieces of one report as they are decoded; the decoding holds the model alone."""
         prompt, n = self.check_report_request(prompt, max_new_tokens)
         pieces: queue.Queue = queue.Queue()
@@ -130,21 +172,27 @@ class ModelService:
             yield piece
         done.result()  # raises what the decoding raised
 
-    def generate(self, report: str, steps: int | None = None, cfg_text: float | None = None, seed: int = 0,
-                 settings: str | None = None) -> Future:
-        if not report or not report.strip():
+    def check_generate_request(self, report: object, steps: object = None, cfg_text: object = None,
+                               seed: object = 0, settings: object = None) -> tuple[str, int, tuple]:
+        """(report, seed, batch key) of a valid request, or UploadError / InvalidValue naming the
+        field: checked here, before the request joins a batch, by the same rules as the CLI's."""
+        if not isinstance(report, str) or not report.strip():
             raise UploadError("the report is empty; write the findings the image should show")
         if len(report) > self.limits.max_report_chars:
             raise UploadError(f"the report is longer than {self.limits.max_report_chars} characters")
-        if steps is not None and not 2 <= int(steps) <= self.limits.max_steps:
-            raise UploadError(f"steps must be between 2 and {self.limits.max_steps}")
-        if cfg_text is not None and not 0.0 <= float(cfg_text) <= 20.0:
-            raise UploadError("cfg_text must be between 0 and 20")
         if settings is not None and settings not in SAMPLER_PRESETS:
             raise UploadError(f"settings must be one of {', '.join(SAMPLER_PRESETS)} (or left out: the model's own)")
-        key = ("generate", None if steps is None else int(steps), None if cfg_text is None else float(cfg_text),
-               settings)
-        return self.batcher.submit(key, (report, int(seed)))
+        steps = check_optional("steps", steps, hi=self.limits.max_steps)
+        cfg_text = check_optional("cfg_text", cfg_text, hi=MAX_GUIDANCE)
+        seed = check("seed", 0 if seed is None or seed == "" else seed)
+        self.pipe.sampler_settings(settings, steps=steps, cfg_text=cfg_text)  # the combination is valid
+        return report, seed, ("generate", steps, cfg_text, settings)
+
+    def generate(self, report: object, steps: object = None, cfg_text: object = None, seed: object = 0,
+                 settings: object = None) -> Future:
+        report, seed, key = self.check_generate_request(report, steps, cfg_text, seed, settings)
+        return self.batcher.submit(key, (report, seed))
 
     def close(self) -> None:
         self.batcher.close()
+        self._decoder.shutdown(wait=True, cancel_futures=True)

@@ -15,6 +15,7 @@ from unixcxr.data.images import to_uint8  # noqa: E402
 from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT, REPORT_INSTRUCTIONS  # noqa: E402
 from unixcxr.serve.batcher import QueueFull  # noqa: E402
 from unixcxr.serve.service import ModelService, UploadError, decode_upload  # noqa: E402
+from unixcxr.validation import InvalidValue  # noqa: E402
 
 IMAGE_HEIGHT = 400  # display size in pixels; small model outputs are scaled up
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
@@ -53,16 +54,16 @@ def build_ui(service: ModelService) -> gr.Blocks:
             for piece in service.stream_report(pixels, instruction, max_new_tokens):
                 text += piece
                 yield shown, text
-        except UploadError as err:
+        except (UploadError, InvalidValue) as err:
             raise gr.Error(str(err)) from None
         except QueueFull:
             raise gr.Error("The server is busy; try again in a moment.") from None
 
     def draw_image(report, steps, cfg_text, seed):
         try:
-            return service.generate(report, int(steps), float(cfg_text), int(seed or 0)).result(
+            return service.generate(report, steps, cfg_text, seed or 0).result(
                 limits.request_timeout_s)
-        except UploadError as err:
+        except (UploadError, InvalidValue) as err:
             raise gr.Error(str(err)) from None
         except QueueFull:
             raise gr.Error("The server is busy; try again in a moment.") from None

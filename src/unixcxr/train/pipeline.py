@@ -177,12 +177,14 @@ def derive_config(recipe: Recipe, run: RunFolder) -> UniXConfig:
     if run.latent_stats.is_file():
         stats = json.loads(run.latent_stats.read_text())
         merged["vae"]["shift"], merged["vae"]["scale"] = -stats["mean"], 1.0 / stats["std"]
-    if recipe.uses_repa():
-        from unixcxr.train.stages import repa_encoder_dim
-
-        merged["gen"]["repa_dim"] = repa_encoder_dim(recipe.repa_encoder, UniXConfig.from_dict(merged))
     try:
+        if recipe.uses_repa():
+            from unixcxr.train.stages import repa_encoder_dim
+
+            merged["gen"]["repa_dim"] = repa_encoder_dim(recipe.repa_encoder, UniXConfig.from_dict(merged))
         return UniXConfig.from_dict(merged)
+    except (RecipeError, TrainError):
+        raise
     except (TypeError, ValueError) as err:
         raise TrainError(f"{recipe.source}: the model config is invalid ({err}); check `model:` overrides") from err
 

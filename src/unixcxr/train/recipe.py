@@ -18,6 +18,7 @@ that names the file and the field), so a recipe file says everything a run does.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,41 @@ GENERATION_SPLITS = ("train", "validate")  # the frozen stage-1 ViT, the offline
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file, the field and the fix."""
+
+
+# Ranges of the recipe's numbers, by field name: (lowest, highest, lowest excluded, highest excluded).
+# Any other number must be finite and >= 0 (every count, weight and rate of a recipe is). Checked
+# when the recipe is read, so a negative learning rate fails before the first stage, not in it.
+NUMBER_RANGES = {
+    "lr": (0.0, math.inf, True, False), "eps": (0.0, math.inf, True, False),
+    "peak_flops": (0.0, math.inf, True, False), "ema": (0.0, 1.0, False, True),
+    "betas": (0.0, 1.0, False, True), "text_dropout": (0.0, 1.0, False, False),
+    "log_every": (1, math.inf, False, False), "checkpoint_every": (1, math.inf, False, False),
+    "keep_checkpoints": (1, math.inf, False, False), "sample_points": (2, math.inf, False, False),
+    "max_report_tokens": (1, math.inf, False, False), "stats_images": (1, math.inf, False, False),
+    "resolution": (1, math.inf, False, False), "crop": (1, math.inf, False, False),
+    "vocab_size": (1, math.inf, False, False), "min_frequency": (1, math.inf, False, False),
+    "pack_to": (1, math.inf, False, False),
+}
+DEFAULT_RANGE = (0, math.inf, False, False)
+
+
+def _check_numbers(where: str, part: object, prefix: str) -> None:
+    """Every int and float field of a recipe part (dataclasses, recursively) within its range."""
+    for f in dataclasses.fields(part):
+        value = getattr(part, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_numbers(where, value, f"{prefix}{f.name}.")
+            continue
+        lo, hi, lo_open, hi_open = NUMBER_RANGES.get(f.name, DEFAULT_RANGE)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            inside = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not inside:
+                high = "inf)" if hi == math.inf else f"{hi}{')' if hi_open else ']'}"
+                bounds = f"{'(' if lo_open else '['}{lo}, {high}"
+                raise RecipeError(f"{where}: {prefix}{f.name} must be a finite number in {bounds}, got {value!r}")
 
 
 @dataclass
@@ -208,6 +244,7 @@ class Recipe:
     # --- checks ----------------------------------------------------------------------------------
     def validate(self) -> Recipe:
         where = self.source
+        _check_numbers(where, self, "")
         if self.runtime.strategy not in STRATEGIES:
             raise RecipeError(f"{where}: runtime.strategy {self.runtime.strategy!r} is not one of {STRATEGIES}")
         if not any(getattr(self.stages, name) for name in STAGE_ORDER):
@@ -235,8 +272,6 @@ class Recipe:
             _check_batch(where, name, stage.batch_size, stage.micro_batch_size, stage.steps)
             if stage.repa and name == "und_sft":
                 raise RecipeError(f"{where}: stages.und_sft.repa: REPA belongs to generation stages; remove it")
-            if not 0.0 <= stage.ema < 1.0:
-                raise RecipeError(f"{where}: stages.{name}.ema must be in [0, 1), got {stage.ema}")
         for split, path in self.data.generation_split.items():
             if split not in GENERATION_SPLITS or not isinstance(path, str):
                 raise RecipeError(f"{where}: data.generation_split maps {' / '.join(GENERATION_SPLITS)} to a CSV or "

@@ -70,7 +70,7 @@ def _read_csv(path: Path, id_column: str, text_column: str) -> Iterator[InputRec
     csv.field_size_limit(sys.maxsize // 2)  # MIMIC reports with long addenda exceed the 128 kB default
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        reader = csv.DictReader(handle, delimiter=delimiter, strict=True)  # an unclosed quote is an error
         missing = [c for c in (id_column, text_column) if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: no column {missing} (columns: {reader.fieldnames}); "
@@ -122,42 +122,57 @@ class ResumableWriter:
     """Append-only JSONL output that survives being killed.
 
     Opening it repairs the file (a partial last line from a killed run is truncated away) and
-    collects the ids already written; `append` writes one whole line with a single write() on an
-    O_APPEND descriptor, then fsyncs, so a line is either fully on disk or not at all."""
+    collects the ids (the `key` field) already written; `append` writes one whole line with a
+    single write() on an O_APPEND descriptor, then fsyncs, so a line is either fully on disk or not
+    at all. Only a file this writer could have written is resumed: every complete line a JSON
+    object with `key`, a partial last line cut only when it opens like one of ours. Any other file
+    (notes.txt, another tool's JSONL) is refused with DataError and left as it was: resuming it
+    would mean cutting it. The file and its folder are created at the first append, so a run that
+    writes nothing leaves nothing behind."""
 
-    def __init__(self, path: str | Path, redact: Callable[[str], str] | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, redact: Callable[[str], str] | None = None, key: str = "id"):
+        self.path, self.key = Path(path), key
         self._redact = redact or (lambda text: text)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = -1
         self.done = self._repair_and_collect()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _not_ours(self, where: str) -> DataError:
+        return DataError(f"{self.path}: {where} is not a record this command writes (a JSON object with "
+                         f"{self.key!r}); the file is left as it is: choose a new output file")
 
     def _repair_and_collect(self) -> set[str]:
         if not self.path.exists():
             return set()
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: not a file; name a .jsonl file for the output")
         data = self.path.read_bytes()
         complete = data.rfind(b"\n") + 1
-        if complete < len(data):
-            log.warning("%s: dropping a partial last line (%d bytes) left by an interrupted run",
-                        self.path, len(data) - complete)  # fmt: skip
-            os.truncate(self.path, complete)
         done = set()
         for number, line in enumerate(data[:complete].splitlines(), start=1):
             try:
-                done.add(str(json.loads(line)["id"]))
+                record = json.loads(line)
+                done.add(str(record[self.key]))
             except (ValueError, KeyError, TypeError):
-                log.warning("%s: line %d is not an output record; its id will be cleaned again",
-                            self.path, number)  # fmt: skip
+                raise self._not_ours(f"line {number}") from None
+        if complete < len(data):
+            if not data[complete:].startswith(json.dumps({self.key: ""})[:-3].encode()):  # '{"id": '
+                raise self._not_ours("its last line")
+            log.warning("%s: dropping a partial last line (%d bytes) left by an interrupted run",
+                        self.path, len(data) - complete)  # fmt: skip
+            os.truncate(self.path, complete)
         return done
 
     def append(self, record: dict) -> None:
         line = (self._redact(json.dumps(record, ensure_ascii=False)) + "\n").encode("utf-8")
+        if self._fd < 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         view = memoryview(line)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
         os.fsync(self._fd)
-        self.done.add(str(record["id"]))
+        self.done.add(str(record[self.key]))
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -51,7 +51,7 @@ class Study:
 
 def check_size(size: int) -> None:
     if not LAYOUT.min_size <= size <= LAYOUT.max_size:
-        raise ValueError(f"image size {size} is outside [{LAYOUT.min_size}, {LAYOUT.max_size}] pixels; "
+        raise ValueError(f"image size (--size) {size} is outside [{LAYOUT.min_size}, {LAYOUT.max_size}] pixels; "
                          f"anatomy needs at least {LAYOUT.min_size} px (256 is the default)")  # fmt: skip
 
 

@@ -65,7 +65,7 @@ class DatasetSummary:
 def check_arguments(out_dir: Path, n: int, size: int, workers: int, split: Sequence[float], overwrite: bool) -> None:
     """Reject bad arguments before any work, with messages that say what to change."""
     if n <= 0:
-        raise ValueError(f"number of studies must be positive, got {n}")
+        raise ValueError(f"number of studies (--n) must be positive, got {n}")
     check_size(size)
     if workers <= 0:
         raise ValueError(f"workers must be >= 1, got {workers}")
