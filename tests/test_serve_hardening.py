@@ -122,7 +122,9 @@ def test_a_full_queue_answers_503_with_retry_after(pipe):
     app = build_app(pipe, ServeLimits(max_batch=1, max_queue=1))
     service, gate = app.state.service, threading.Event()
     with BackgroundServer(app) as busy:
-        service.batcher.run_alone(gate.wait)  # the model thread is busy
+        blocker = service.batcher.run_alone(gate.wait)
+        while not blocker.running():  # the model thread is busy (not merely asked to be: then the queue
+            gate.wait(0.01)           # would hold the blocker itself and free up when it starts)
         waiting = threading.Thread(target=httpx.post, args=(f"{busy.url}/api/generate",),
                                    kwargs={"json": {"report": REPORT, "steps": 2}, "timeout": 60})
         try:
