@@ -7,6 +7,9 @@ cores for 30x; every step is a real `unixcxr` command and every run resumes.
 
     python scripts/generation_curve.py --out /tmp/curve --factors 0 1 3 10 30
     python scripts/generation_curve.py --out /tmp/curve --factors 0 1 --studies 300   # minutes
+    # an A/B from the same understanding model: a tag and recipe overrides (dotted keys, YAML values)
+    python scripts/generation_curve.py --out /tmp/curve --factors 1 --tag batch8 \
+        --set stages.gen_pretrain.batch_size=8 stages.gen_pretrain.micro_batch_size=8
 
 Writes OUT/curve.json and OUT/curve.png (also copy it into docs/)."""
 
@@ -33,12 +36,20 @@ def unixcxr(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "unixcxr", *args], check=True)
 
 
-def recipe_with(factor: float, out: Path) -> Path:
-    """configs/small.yaml with the generation stages' steps (not their warm-ups) times `factor`."""
+def recipe_with(factor: float, out: Path, tag: str = "", overrides: tuple[str, ...] = ()) -> Path:
+    """configs/small.yaml with the generation stages' steps (not their warm-ups) times `factor`, then
+    the overrides (KEY=VALUE, dotted keys, YAML values; steps given there are scaled too)."""
     fields = yaml.safe_load((ROOT / "configs" / "small.yaml").read_text())
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = fields
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     for name in GEN_STAGES:
         fields["stages"][name]["steps"] = max(1, round(fields["stages"][name]["steps"] * factor))
-    path = out / f"recipe_{factor:g}x.yaml"
+    path = out / f"recipe_{tag}{factor:g}x.yaml"
     path.write_text(yaml.safe_dump(fields, sort_keys=False))
     return path
 
@@ -52,13 +63,14 @@ def last_validation(run: Path, stage: str) -> dict:
 
 
 def point(out: Path, data: Path, base: Path, factor: float, args) -> dict:
-    run, evaluation = out / f"run_{factor:g}x", out / f"eval_{factor:g}x"
+    tag = f"{args.tag}_" if args.tag else ""
+    run, evaluation = out / f"run_{tag}{factor:g}x", out / f"eval_{tag}{factor:g}x"
     start = time.perf_counter()
     if factor > 0 and not (run / "stages" / "gen_finetune" / "done.json").is_file():
         if not run.exists():
             shutil.copytree(base, run)
-        unixcxr("train", str(recipe_with(factor, out)), "--data", str(data), "--out", str(run), "--resume",
-                "--no-progress")
+        unixcxr("train", str(recipe_with(factor, out, tag, tuple(args.set))), "--data", str(data), "--out", str(run),
+                "--resume", "--no-progress")
     model = run if factor > 0 else base
     train_seconds = time.perf_counter() - start
     unixcxr("evaluate", "--model", str(model), "--data", str(data), "--limit", str(args.eval_limit), "--steps",
@@ -68,7 +80,7 @@ def point(out: Path, data: Path, base: Path, factor: float, args) -> dict:
     gen = {name: last_validation(run, name) for name in GEN_STAGES} if factor > 0 else {}
     done = {name: json.loads((run / "stages" / name / "done.json").read_text()) for name in GEN_STAGES} \
         if factor > 0 else {}
-    return {"factor": factor,
+    return {"factor": factor, "tag": args.tag, "overrides": list(args.set),
             "gen_steps": {name: done[name]["steps"] for name in done},
             "gen_seconds": sum(d.get("wall_seconds", 0.0) for d in done.values()),
             "round_trip": trip["label_f1_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"],
@@ -111,6 +123,8 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=2500, help="SynthCXR studies (the demo's 2,500)")
     parser.add_argument("--eval-limit", type=int, default=100)
     parser.add_argument("--eval-steps", type=int, default=9)
+    parser.add_argument("--tag", default="", help="name of an A/B variant (its runs: run_TAG_<factor>x)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides of the variant")
     args = parser.parse_args()
     out, data, base = args.out, args.out / "data", args.out / "base"
     out.mkdir(parents=True, exist_ok=True)
@@ -120,12 +134,13 @@ def main() -> int:
     for name in BASE_STAGES:
         if not (base / "stages" / name / "done.json").is_file():
             unixcxr("train", str(recipe), "--data", str(data), "--out", str(base), "--stage", name, "--no-progress")
-    points = []
+    points, name = [], f"curve_{args.tag}" if args.tag else "curve"
     for factor in args.factors:
         points.append(point(out, data, base, factor, args))
-        (out / "curve.json").write_text(json.dumps(points, indent=2))
+        (out / f"{name}.json").write_text(json.dumps(points, indent=2))
         print(json.dumps(points[-1]), flush=True)
-    plot(points, out / "curve.png")
+    if any(p["factor"] > 0 for p in points):
+        plot(points, out / f"{name}.png")
     return 0
 
 
