@@ -46,7 +46,8 @@ def test_demo_asks_both_generators_the_same_six_reports_from_one_seed(demo):
     for name in ("trained", "untrained"):
         probe = listening[name]
         assert len(probe["rows"]) == 6 and probe["asked"] == 6
-        films = [np.asarray(Image.open(demo / "listen" / name / row["image"]), dtype=float) for row in probe["rows"]]
+        films = [np.asarray(Image.open(demo / "listen" / name / row["image"]).convert("L"), dtype=float)
+                 for row in probe["rows"]]
         assert probe["text_sensitivity"] == pytest.approx(float(np.abs(np.stack(films) - np.mean(films, 0)).mean()),
                                                           rel=1e-3)
     asked = [row["asked"] for row in listening["trained"]["rows"]]
