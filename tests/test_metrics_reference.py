@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from unixcxr.evaluate import coco_text
+from unixcxr.evaluate.image_metrics import KD_MAX_SUBSET_SIZE, fd, gaussian_stats, image_metrics, kernel_distance, prdc
 from unixcxr.evaluate.report_metrics import bleu_scores, pycocoevalcap_scores, report_metrics, rouge_l, tokenize
 
 IU_STEP = 4  # every 4th IU report: ~1,000 pairs, under a second per scorer
@@ -102,3 +103,69 @@ def test_the_two_text_conventions_are_different_numbers(iu_pairs):
     assert "corpus" in results["conventions"]["text_pycocoevalcap"]["bleu_n"]
     assert "sentence_bleu" in results["conventions"]["text"]["bleu_n"]
     assert "beta 1.2" in results["conventions"]["text_pycocoevalcap"]["rouge_l"]
+
+
+# ---------------------------------------------------------------- images: pytorch-fid, clean-fid, prdc
+def _features(n: int, dim: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """Correlated, non-negative features (like pooled ReLU activations) with a random covariance."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    return np.abs(rng.standard_normal((n, dim)) @ mixing * scale + shift)
+
+
+@pytest.mark.filterwarnings("ignore:The `disp` argument:DeprecationWarning")  # scipy, inside the references
+@pytest.mark.parametrize("n_real, n_fake, dim, rel", [
+    (500, 400, 64, 1e-10),  # more images than dimensions: the eigendecomposition route
+    (2000, 1500, 256, 1e-10),
+    (30, 25, 64, 1e-6),  # fewer (every per-pathology FD): singular covariances, where scipy's sqrtm loses digits
+])
+def test_fd_equals_pytorch_fid_and_clean_fid(n_real, n_fake, dim, rel):
+    from cleanfid.fid import frechet_distance as clean_fid_fd
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    real, fake = _features(n_real, dim, 0), _features(n_fake, dim, 1, shift=0.1, scale=1.2)
+    stats = (*gaussian_stats(real), *gaussian_stats(fake))
+    ours = fd(real, fake)
+    assert ours == pytest.approx(calculate_frechet_distance(*stats), rel=rel, abs=0)
+    assert ours == pytest.approx(clean_fid_fd(*stats), rel=rel, abs=0)
+
+
+@pytest.mark.parametrize("n_real, n_fake, subsets", [(300, 200, 100), (1100, 1050, 10)])  # the second: 1000 cap
+def test_kd_equals_clean_fid_kernel_distance_with_the_same_seed(n_real, n_fake, subsets):
+    from cleanfid.fid import kernel_distance as clean_fid_kd
+
+    real, fake = _features(n_real, 32, 2), _features(n_fake, 32, 3, shift=0.05)
+    state = np.random.get_state()
+    try:
+        np.random.seed(7)
+        expected = clean_fid_kd(real, fake, num_subsets=subsets)
+        np.random.seed(7)
+        expected_float32 = clean_fid_kd(real.astype(np.float32), fake.astype(np.float32), num_subsets=subsets)
+    finally:
+        np.random.set_state(state)
+    ours = kernel_distance(real, fake, subsets=subsets, seed=7)
+    assert ours["subset_size"] == min(n_real, n_fake, KD_MAX_SUBSET_SIZE) and ours["subsets"] == subsets
+    assert ours["mean"] == pytest.approx(expected, rel=1e-12, abs=0)
+    assert ours["mean"] == pytest.approx(expected_float32, rel=1e-5)  # clean-fid in the features' own float32
+    assert np.random.get_state()[1][0] == state[1][0]  # numpy's global generator untouched
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_prdc_equals_the_prdc_package(dtype):
+    from prdc import compute_prdc
+
+    real = _features(400, 48, 4).astype(dtype)
+    fake = np.concatenate([real[:60], _features(240, 48, 5, shift=0.2)]).astype(dtype)  # 60 memorised films
+    for k in (3, 5):
+        expected = compute_prdc(real, fake, nearest_k=k)
+        ours = prdc(real, fake, k=k)
+        for name in ("precision", "recall", "coverage"):  # fractions of the same counts: equal to the last bit
+            assert ours[name] == float(expected[name]), name
+        assert ours["density"] == pytest.approx(float(expected["density"]), rel=1e-12, abs=0)  # k divides elsewhere
+        assert 0 < ours["coverage"] < 1 and 0 < ours["precision"] < 1  # neither trivial case
+
+
+def test_image_results_name_the_reference_of_every_number():
+    real, fake = _features(60, 8, 6), _features(50, 8, 7)
+    conventions = image_metrics(real, fake, kd_subsets=5)["conventions"]
+    assert "pytorch-fid" in conventions["fd"] and "clean-fid" in conventions["kd"] and "prdc" in conventions["prdc"]
