@@ -105,7 +105,7 @@ PHRASES: dict[str, Phrases] = {
     ),
     CO: Phrases(mentions=(r"consolidat\w*",)),
     PN: Phrases(
-        mentions=(r"(?:broncho)?pneumonias?\b", r"infection\w*", r"infectious"),
+        mentions=(r"(?:broncho)?pneumonias?\b", r"pneumonitis", r"infection\w*", r"infectious"),
         # healed granulomatous disease, not an infection of the lung now
         unmentions=(r"granulomatous infection\w*", r"(?:old|prior|previous|remote|healed) infection\w*"),
     ),
