@@ -107,7 +107,7 @@ def mesh_observations(terms: Iterable[str]) -> set[str]:
         for observation, needed in _RULES_BY_HEADING.get(heading, ()):
             if needed is None or any(q in needed for q in qualifiers):
                 found.add(observation)
-    if not found - {SD}:
+    if not found:  # no device heading is in MESH_RULES: devices never decide No Finding, as in CheXpert
         found.add(NF)
     return found
 
