@@ -21,13 +21,14 @@ the reference is binary: present or absent. Eleven observations are scored (`SCO
   rules for Enlarged Cardiomediastinum, Pleural Other and blunted costophrenic angles serve this
   definition only.
 
-Not scored: Enlarged Cardiomediastinum (a dozen "Mediastinum/prominent" codes, no heading of its
-own), Pleural Other (pleural thickening and scars are coded under several headings) and Support
+Not scored: Enlarged Cardiomediastinum (27 "Mediastinum" codes in all, no heading of its own),
+Pleural Other (pleural thickening and scars are coded under several headings) and Support
 Devices (MeSH's device headings also code abdominal surgical clips and breast implants).
 Reports coded "No Indexing" or without findings or impression are left out.
 
-The labeler's labels are made binary with uncertain counted as present (a hedged finding is still
-one the radiologist named, and MeSH codes it); `agreement` also reports uncertain as absent.
+The labeler's labels are made binary with uncertain counted as present (the radiologist named the
+finding, hedged; MeSH codes such findings about half the time); `measure` also reports uncertain
+as absent.
 Development uses the reports with an odd number (CXR1, CXR3, ...); the even ones are held out.
 """
 
