@@ -31,6 +31,9 @@ def test_demo_leaves_a_model_that_reads_and_draws(demo):
     md = (demo / "report.md").read_text()
     for row in ("trained UniX (this run)", "most common training report", "nearest neighbour", "untrained UniX"):
         assert row in md
+    html = (demo / "report.html").read_text()
+    for figure in ("eval/per_class_f1.png", "eval/real_vs_generated.png"):  # the evaluation's pictures, embedded
+        assert (demo / figure).is_file() and f"src='{figure}'" in html and f"({figure})" in md
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in md.splitlines() if line.startswith("| FD trained / FD")]
     assert verdicts and verdicts[0] in ("met", "NOT met")  # every target judged, whatever a 2-minute run reaches
 

@@ -27,6 +27,16 @@ def test_evaluate_writes_every_metric_and_resumes(tmp_path, capsys):
     ceiling = metrics["round_trip"]["vae_ceiling_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
     assert 0.0 <= ceiling <= 1.0
     assert "| model |" in (out / "metrics.md").read_text()
+    # every number names its convention; both text conventions are there; the two figures are linked
+    assert set(metrics["reports"]["model"]["text_pycocoevalcap"]) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4",
+                                                                      "rouge_l"}
+    assert "pycocoevalcap" in metrics["reports"]["model"]["conventions"]["text_pycocoevalcap"]["bleu_n"]
+    assert "clean-fid" in metrics["images"]["conventions"]["kd"]
+    from PIL import Image
+
+    for name in ("per_class_f1.png", "real_vs_generated.png"):
+        assert f"]({name})" in (out / "metrics.md").read_text() and name in metrics["figures"].values()
+        assert Image.open(out / name).size[0] > 300
     assert f"VAE's reconstructions of the real images): {ceiling:.3f}" in (out / "metrics.md").read_text()
 
     # a killed run: one image and the metrics missing -> only that image is drawn again

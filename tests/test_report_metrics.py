@@ -8,7 +8,15 @@ import json
 import pytest
 
 from unixcxr.cli import main
-from unixcxr.evaluate.report_metrics import bleu_scores, label_f1, markdown_table, report_metrics, rouge_l, tokenize
+from unixcxr.evaluate.report_metrics import (
+    bleu_scores,
+    label_f1,
+    markdown_table,
+    pycocoevalcap_scores,
+    report_metrics,
+    rouge_l,
+    tokenize,
+)
 from unixcxr.labels import OBSERVATIONS
 
 CM, ED, PE, AT = "Cardiomegaly", "Edema", "Pleural Effusion", "Atelectasis"
@@ -124,6 +132,10 @@ def test_eval_reports_cli_matches_by_id_and_writes_json_and_markdown(tmp_path, c
     assert results["inputs"] == {"pred": str(pred), "ref": str(ref), "matched": 2, "only_in_pred": 1,
                                  "only_in_ref": 1}
     assert results["label_f1"]["uncertain_as_negative"]["micro_f1_14"] == 1.0  # CM and PE agree
+    coco = pycocoevalcap_scores(["The heart is enlarged.", "Small left pleural effusion."],
+                                ["Mild cardiomegaly. No effusion.", "Small left pleural effusion."])  # ids a, b
+    assert results["text_pycocoevalcap"] == pytest.approx(coco)  # both conventions, on the matched pairs
+    assert set(results["conventions"]) == {"label_f1", "text", "text_pycocoevalcap"}
     assert out.with_suffix(".md").read_text().startswith("| mapping |")
     assert "Micro-F1-14" in capsys.readouterr().out
 

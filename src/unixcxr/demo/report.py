@@ -81,6 +81,20 @@ def target_rows(trained: dict, untrained: dict) -> list[list[str]]:
     return [[name, value, target, "met" if ok else "NOT met"] for name, value, target, ok in checks]
 
 
+def figure_paths(root: Path, metrics: dict) -> dict[str, str]:
+    """The evaluation's figures (evaluate/figures.py) that exist, relative to the report's folder."""
+    folder = root / "eval"
+    return {key: _rel(folder / name, root) for key, name in metrics.get("figures", {}).items()
+            if (folder / name).is_file()}
+
+
+def _figure_html(paths: dict[str, str], key: str, caption: str) -> str:
+    if key not in paths:
+        return ""
+    return (f"<figure><img style='width:auto;height:auto;max-width:100%' src='{paths[key]}' alt='{caption}'>"
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
 def _chips(ref: dict, pred: dict) -> str:
     out = []
     for name in OBSERVATIONS:
@@ -164,6 +178,7 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
                 f"unixcxr evaluate --model {plan.run} --data {plan.data} --split test --limit {plan.eval_limit} "
                 f"--steps {plan.eval_steps} --out {root / 'eval'}")
     feats = trained["images"]["features"]
+    figs = figure_paths(root, trained)
     page = [
         "<!doctype html><html><head><meta charset='utf-8'><title>unixcxr demo</title>",
         f"<style>{STYLE}</style></head><body>",
@@ -176,12 +191,15 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
         "uncertain counted as positive / negative.</p>",
         _table(["system", "Micro-F1-14 unc.+", "Micro-F1-5 unc.+", "Macro-F1-14 unc.+", "Micro-F1-14 unc.-",
                 "BLEU-4", "ROUGE-L"], metric_rows(trained, untrained)),
+        _figure_html(figs, "per_class_f1", "per-class F1 of the trained model's reports and the baselines"),
         f"<h2>Drawing: image generation and the round trip</h2><p>Features: {html.escape(feats['name'])} "
         f"({html.escape(feats['source'])}); round trip = Micro-F1-14 of the labels the model reads back from its "
         "own image against the labels asked for; its VAE ceiling is the same score for the VAE's reconstructions of "
         "the real test images (a generated image is a VAE decoding, so it can show no more).</p>",
         _table(["system", "FD", "KD", "precision", "recall", "density", "coverage", "round trip"],
                image_rows(trained, untrained)),
+        _figure_html(figs, "real_vs_generated", "real test films over the films the trained model drew from "
+                     "their findings"),
         "<h2>Test images read by the trained model</h2><p>Chips: observation reference/generated label, green "
         "when they agree.</p>",
         _table(["image", "reference report", "generated report", "labels"], read_rows),
@@ -195,11 +213,12 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
         f"<h2>Reproduce</h2><pre>{html.escape(commands)}</pre></body></html>",
     ]
     _write(root / "report.html", "\n".join(page))
-    _write(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening))
+    _write(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening, figs))
     return root / "report.html"
 
 
-def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | None = None) -> str:
+def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | None = None,
+             figs: dict[str, str] | None = None) -> str:
     def table(header, rows):
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows])
@@ -209,6 +228,7 @@ def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | N
         table(["target", "measured", "wanted", "verdict"], target_rows(trained, untrained)),
         table(["system", "Micro-F1-14 unc.+", "Micro-F1-5 unc.+", "Macro-F1-14 unc.+", "Micro-F1-14 unc.-",
                "BLEU-4", "ROUGE-L"], metric_rows(trained, untrained)),
+        *(f"![{key.replace('_', ' ')}]({path})" for key, path in (figs or {}).items()),
         table(["system", "FD", "KD", "precision", "recall", "density", "coverage", "round trip"],
               image_rows(trained, untrained)),
         table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from unixcxr.data.cleaning.records import ResumableWriter
 from unixcxr.data.shards import atomic_output
 from unixcxr.data.sources import DataSource, Sample
+from unixcxr.evaluate import figures
 from unixcxr.evaluate import image_metrics as im
 from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_reports
 from unixcxr.evaluate.image_features import build_extractor, extract_features
@@ -189,6 +190,10 @@ def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: B
 
     if s.baselines:
         results["reports"].update(baseline_reports(source, und, refs, ref_labels, s))
+    results["figures"] = {
+        "per_class_f1": figures.per_class_f1_chart(results["reports"], out / figures.F1_CHART).name,
+        "real_vs_generated": figures.real_vs_generated_grid(gen_files, fake_files, out / figures.GRID, ids).name,
+    }
     results["seconds"] = round(time.perf_counter() - start, 1)
     _write_json(out / "metrics.json", results)
     _write_json(out / "metrics.md", markdown(results))
@@ -215,12 +220,16 @@ def headline(block: dict) -> dict:
 def f1_table(blocks: dict[str, dict]) -> list[str]:
     """The paper's label table: Micro / Macro x 14 / 5 observations x uncertain as negative / positive."""
     header = "| system | " + " | ".join(f"{name} ({m})" for _, m in MAPPINGS for _, name in F1_COLUMNS)
-    lines = [header + " | BLEU-1 | BLEU-4 | ROUGE-L |", "|---" * (2 + 2 * len(F1_COLUMNS) + 2) + "|"]
+    lines = [header + " | BLEU-1 | BLEU-4 | ROUGE-L | BLEU-4 (coco) | ROUGE-L (coco) |",
+             "|---" * (2 + 2 * len(F1_COLUMNS) + 4) + "|"]
     for system, block in blocks.items():
         cells = [block["label_f1"][mapping][key] for mapping, _ in MAPPINGS for key, _ in F1_COLUMNS]
-        text = block["text"]
-        cells += [text["bleu_1"], text["bleu_4"], text["rouge_l"]]
+        text, coco = block["text"], block["text_pycocoevalcap"]
+        cells += [text["bleu_1"], text["bleu_4"], text["rouge_l"], coco["bleu_4"], coco["rouge_l"]]
         lines.append(f"| {system} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    lines += ["", "BLEU / ROUGE-L: mean sentence BLEU (nltk, smoothing 4) and ROUGE-L with beta 1 (rouge-score); "
+              "(coco): corpus BLEU and ROUGE-L with beta 1.2 as pycocoevalcap computes them, the convention most "
+              "report-generation papers quote. metrics.json names every number's convention."]
     return lines
 
 
@@ -228,12 +237,17 @@ def markdown(results: dict) -> str:
     lines = [f"# Benchmark: {results['model']} on {results['data']} ({results['n_studies']} studies, "
              f"split {results['settings']['split']})", "",
              "## Reports (labels by the built-in CheXpert-style labeler)", "", *f1_table(results["reports"])]
+    if results.get("figures"):
+        lines += ["", f"![per-class F1]({results['figures']['per_class_f1']})"]
     img = results["images"]
     p = img["prdc"]
     lines += ["", f"## Images (features: {img['features']['name']}, {img['n_real']} real vs {img['n_fake']} "
               "generated)", "", "| FD | KD | precision | recall | density | coverage |", "|---|---|---|---|---|---|",
               f"| {img['fd']:.3f} | {img['kd']['mean']:.4f} | {p['precision']:.3f} | {p['recall']:.3f} | "
               f"{p['density']:.3f} | {p['coverage']:.3f} |"]
+    if results.get("figures"):
+        lines += ["", f"![real films over the films generated from their reports]"
+                      f"({results['figures']['real_vs_generated']})"]
     rt = results["round_trip"]["label_f1_vs_prompt"]["uncertain_as_positive"]
     lines += ["", "## Round trip (report -> image -> report)", "",
               f"Micro-F1-14 of the read-back labels vs the labels asked for: {rt['micro_f1_14']:.3f} "

@@ -7,9 +7,12 @@
   matrix A B^T / sqrt((n1 - 1)(n2 - 1)) of centred features, whose singular values are the
   square roots of the eigenvalues of S1 S2.
 - KD: unbiased MMD^2 with the polynomial kernel (x.y / d + 1)^3, averaged over 100 random subsets
-  of size min(n_real, n_fake) (as KID in clean-fid / torch-fidelity).
-- Precision / recall / density / coverage with k = 5 (Naeem et al., 2020): a point's radius is
-  the distance to its k-th nearest neighbour in its own set (itself excluded).
+  of size min(n_real, n_fake, 1000), drawn as clean-fid's kernel_distance draws them (numpy's
+  legacy generator, generated subset first): with the same seed the value equals clean-fid's.
+- Precision / recall / density / coverage with k = 5 (Naeem et al., 2020, the `prdc` package): a
+  point's radius is the distance to its k-th nearest neighbour in its own set (itself excluded).
+The tests check FD against pytorch-fid and clean-fid, KD against clean-fid and PRDC against prdc;
+`CONVENTIONS` names them in every result.
 - Per-pathology FD: real images whose label is positive vs the images generated from their prompts.
 """
 
@@ -24,10 +27,19 @@ from unixcxr.labels import OBSERVATIONS, POSITIVE
 
 KD_SUBSETS = 100
 KD_DEGREE = 3
+KD_MAX_SUBSET_SIZE = 1000  # clean-fid's and torch-fidelity's cap; the estimate stays unbiased, only its spread grows
 KD_BATCH_ELEMENTS = 2**23  # kernel entries per batched step (3 kernels x 64 MiB in float64)
 PRDC_K = 5
 DISTANCE_BLOCK = 1024  # rows of a distance matrix computed at once (memory: block x n x 8 bytes)
 MIN_IMAGES_PER_PATHOLOGY = 2  # a covariance needs two points; few images make FD very biased (n is reported)
+CONVENTIONS = {
+    "fd": "Frechet distance of Gaussians fitted to the features (unbiased covariances), as pytorch-fid's "
+          "calculate_frechet_distance and clean-fid's frechet_distance",
+    "kd": f"clean-fid's kernel_distance (KID): unbiased MMD^2, kernel (x.y / dim + 1)^{KD_DEGREE}, mean over random "
+          f"subsets of min(n_real, n_fake, {KD_MAX_SUBSET_SIZE}) images; std over the subsets",
+    "prdc": "prdc's compute_prdc (Naeem et al. 2020): k-th nearest-neighbour balls, strict inequality",
+    "per_pathology_fd": "fd on the real images labelled positive and the images generated from their prompts",
+}
 
 
 # ---------------------------------------------------------------- Frechet distance
@@ -66,13 +78,21 @@ def fd(real: np.ndarray, fake: np.ndarray) -> float:
 # ---------------------------------------------------------------- kernel distance
 def kernel_distance(real: np.ndarray, fake: np.ndarray, subsets: int = KD_SUBSETS, subset_size: int | None = None,
                     seed: int = 0) -> dict[str, float]:
-    """Unbiased polynomial-kernel MMD^2: mean and std over random subsets."""
+    """Unbiased polynomial-kernel MMD^2: mean and std over random subsets.
+
+    Subsets are drawn like clean-fid's kernel_distance(real, fake) after np.random.seed(seed) (a
+    generated subset, then a real one, from numpy's legacy generator), so the mean is clean-fid's
+    number on the same features - but from a private generator, leaving numpy's global state alone.
+    """
     real, fake = _tensor(real), _tensor(fake)
-    m = subset_size or min(len(real), len(fake))
+    m = subset_size or min(len(real), len(fake), KD_MAX_SUBSET_SIZE)
     if m < 2 or m > min(len(real), len(fake)):
         raise ValueError(f"KD subset size {m} must be in [2, min(n_real, n_fake) = {min(len(real), len(fake))}]")
-    dim, rng = real.shape[1], np.random.default_rng(seed)
-    picks = [(rng.choice(len(real), m, replace=False), rng.choice(len(fake), m, replace=False)) for _ in range(subsets)]
+    dim, rng = real.shape[1], np.random.RandomState(seed)
+    picks = []
+    for _ in range(subsets):
+        fake_pick = rng.choice(len(fake), m, replace=False)
+        picks.append((rng.choice(len(real), m, replace=False), fake_pick))
     values = []
     per_batch = max(1, KD_BATCH_ELEMENTS // (m * m))  # subsets computed together, as one batched matmul
     for start in range(0, subsets, per_batch):
@@ -160,6 +180,7 @@ def image_metrics(real: np.ndarray, fake: np.ndarray, kd_subsets: int = KD_SUBSE
         "fd": fd(real, fake),
         "kd": kernel_distance(real, fake, subsets=kd_subsets, seed=seed),
         "prdc": prdc(real, fake, k=k),
+        "conventions": CONVENTIONS,
     }
 
 

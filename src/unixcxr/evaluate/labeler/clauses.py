@@ -42,6 +42,8 @@ _SEVERITY = re.compile(
 _LATER_OR = re.compile(r"\b(?:or|nor)\b")
 # "nodules in the right upper lung, the largest measuring 2 cm, ..." describes the same finding.
 _APPOSITIVE = re.compile(r"\s*(?:the\s+)?(?:largest|larger|biggest|dominant|measuring)\b")
+# "borderline cardiomegaly, otherwise unremarkable": what follows speaks of the rest of the film.
+_OTHERWISE = re.compile(r"\s*(?:otherwise|elsewhere)\b")
 
 
 @dataclass
@@ -143,6 +145,13 @@ def _is_soft(doc, prev, nxt, link, sent_end, trigger_starts, mention_starts) -> 
     if kind == COMMA:
         if _APPOSITIVE.match(nxt_text):
             return True
+        if _OTHERWISE.match(nxt_text):
+            return False
+        prev_text = doc[prev[0] : prev[1]]
+        if _has_position(trigger_starts, prev) and not _has_position(mention_starts, prev) and not _VERB.search(
+            prev_text
+        ):
+            return True  # "no acute, displaced rib fractures are seen": the cue still waits for its finding
         if _VERB.search(nxt_text) or _DETERMINER.match(nxt_text):
             return False
         new_finding = _SEVERITY.match(nxt_text) and _has_position(mention_starts, prev)

@@ -45,7 +45,7 @@ _LIST_ITEM = re.compile(r"\n[ \t]*(?=(?:\d+[.)]|[-*\u2022])\s)")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 _ABBREVIATION = re.compile(r"\b(?:vs|dr|approx|e\.g|i\.e|cf)\.")
 _SPACES = re.compile(r"\s+")
-_SENTENCE = re.compile(r"(?:[^.!?]|[.!?](?=\S))+")
+_SENTENCE = re.compile(r"(?:[^.!?]|[.!?](?=\S)(?![a-z]{2}))+")  # "1.5 cm" one sentence, "normal.no change" two
 _LETTER = re.compile(r"[a-z]")
 
 

@@ -44,7 +44,7 @@ PRE_NEG_UNCERTAIN_FORWARD = _alternation(
 PRE_NEG_UNCERTAIN_BACKWARD = _alternation(
     r"(?:cannot|can not|could not) (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
     r"not (?:be )?(?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
-    r"not (?:well|clearly|definitely) (?:seen|visualized|identified|evaluated|assessed|demonstrated)",
+    r"not (?:well|clearly|definitely)[- ](?:seen|visualized|identified|evaluated|assessed|demonstrated)",
     r"(?:poorly|incompletely) (?:seen|visualized|evaluated|assessed)",
 )
 
@@ -76,6 +76,7 @@ NEGATION_BACKWARD = _alternation(
 
 UNCERTAINTY = _alternation(
     r"possibl[ey]",
+    r"possibility(?: of)?",
     r"probabl[ey]",
     r"(?:less |more |most )?likely",
     r"questionabl[ey]",
@@ -96,7 +97,7 @@ UNCERTAINTY = _alternation(
     r"differential(?: diagnosis)?(?: includes?| considerations?)?",
     r"consider\w*",
     r"favou?r\w*",
-    r"correlat\w* for",
+    r"correlat\w* (?:clinically )?for",
     r"(?:to )?(?:rule out|r/o|exclude)",
     r"(?:evaluat|assess)\w* for",
 )

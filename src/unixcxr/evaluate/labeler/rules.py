@@ -44,7 +44,8 @@ PHRASES: dict[str, Phrases] = {
             r"pericardial silhouette",
         ),
         unmentions=(
-            r"mediastinal (?:shift|drains?|tubes?|clips?|wires?|lymph\w*|nodes?|mass\w*|emphysema|fat|air)",
+            r"mediastinal (?:and (?:\w+ )?hilar )?(?:shift|drains?|tubes?|(?:surgical )?clips?|wires?|lymph\w*|nodes?"
+            r"|mass\w*|emphysema|fat|air|granulom\w*|calcifi\w*)",
         ),
     ),
     CM: Phrases(
@@ -79,7 +80,7 @@ PHRASES: dict[str, Phrases] = {
         mentions=(
             r"mass(?:es)?\b",
             r"nodul\w*",
-            r"lump\w*",
+            r"lumps?\b",  # not "lumpectomy"
             r"(?:cavitary|spiculated|pulmonary|lung|parenchymal) lesions?",
             r"carcinoma\w*",
             r"neoplasm\w*",
@@ -95,7 +96,7 @@ PHRASES: dict[str, Phrases] = {
         hedged=(
             r"(?:pulmonary |vascular |venous |interstitial )+congestion",
             r"(?:pulmonary )?vascular (?:prominence|engorgement|redistribution)",
-            r"prominen\w* (?:of )?(?:the )?(?:pulmonary )?vascula\w*",
+            r"prominen\w* (?:of )?(?:the )?(?:central )?(?:pulmonary |lung )?vascula\w*",
             r"indistinct\w* (?:of )?(?:the )?(?:pulmonary )?(?:vessels|vascula\w*)",
         ),
         unmentions=(
@@ -103,7 +104,11 @@ PHRASES: dict[str, Phrases] = {
         ),
     ),
     CO: Phrases(mentions=(r"consolidat\w*",)),
-    PN: Phrases(mentions=(r"(?:broncho)?pneumonias?\b", r"infection\w*", r"infectious")),
+    PN: Phrases(
+        mentions=(r"(?:broncho)?pneumonias?\b", r"pneumonitis", r"infection\w*", r"infectious"),
+        # healed granulomatous disease, not an infection of the lung now
+        unmentions=(r"granulomatous infection\w*", r"(?:old|prior|previous|remote|healed) infection\w*"),
+    ),
     AT: Phrases(
         mentions=(r"atelecta\w*", r"collapse[ds]?\b"),
         unmentions=(r"(?:vertebral|compression) (?:body )?collapse",),
@@ -127,6 +132,7 @@ PHRASES: dict[str, Phrases] = {
             r"fibrothorax",
             r"(?:apical )?pleural caps?",
             r"apical caps?",
+            r"apical capping",
             r"fibrosis",
         ),
     ),
