@@ -189,6 +189,14 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 
+def record_evaluation(run: Path, metrics: dict) -> None:
+    """The trained model's card names its evaluation (numbers, labeler, feature network)."""
+    from unixcxr.model.card import evaluation_facts
+    from unixcxr.model.io import update_model_card
+
+    update_model_card(run, evaluation=evaluation_facts(metrics))
+
+
 def listen(plan: DemoPlan) -> dict:
     """The "does it listen?" probe for the trained generator and its untrained twin, both read by the
     trained model's reader: OUT/listen/{trained,untrained}/<i>.png and OUT/listen/listen.json."""
@@ -216,6 +224,7 @@ def run_demo(plan: DemoPlan) -> Path:
     _phase(plan, f"train (every stage of {Path(plan.recipe).name})", lambda: train_model(plan))
     _phase(plan, "untrained twin", lambda: write_untrained(plan))
     trained = _phase(plan, "evaluate trained model", lambda: evaluate(plan, plan.run, plan.out / "eval", True))
+    record_evaluation(plan.run, trained)
     untrained = _phase(plan, "evaluate untrained model",
                        lambda: evaluate(plan, plan.untrained, plan.out / "eval-untrained", False))
     listening = _phase(plan, "does it listen? (one seed, six reports)", lambda: listen(plan))
