@@ -172,7 +172,8 @@ def write_untrained(plan: DemoPlan) -> Path:
         return plan.untrained
     trained, vae, tokenizer = load_model_folder(plan.run)
     torch.manual_seed(plan.seed)
-    return save_model_folder(plan.untrained, UniX(trained.config), vae, tokenizer)
+    return save_model_folder(plan.untrained, UniX(trained.config), vae, tokenizer,
+                             source="the demo's untrained twin: the trained folder with a random network")
 
 
 def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
