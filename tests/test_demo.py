@@ -105,3 +105,24 @@ def test_the_demo_runs_another_recipe_on_the_device_asked_for(tmp_path, capsys):
     assert main(["train", str(configs / "gpu.yaml"), "--data", str(out / "data"), "--dry-run", "--gpus", "1",
                  "--gpu", "h100"]) == 0
     assert "gen_finetune" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_trained_folder_is_read_by_the_fields_tools_and_its_card_names_training_and_evaluation(demo):
+    from diffusers import AutoencoderKL
+    from transformers import AutoTokenizer
+
+    from unixcxr.model.card import read_card_facts
+
+    model = demo / "run" / "model"
+    facts = read_card_facts(model)
+    assert facts["source"] == "trained with `unixcxr train`" and facts["training"]["data"] == str(demo / "data")
+    assert facts["training"]["studies"]["train"] > 0 and facts["training"]["stages"]
+    assert facts["evaluation"]["reports"]["micro_f1_14"] >= 0 and facts["evaluation"]["images"]["fd"] > 0
+    card = (model / "README.md").read_text()
+    assert "labeler" in card and facts["evaluation"]["images"]["feature_network"] in card
+    pipe = UniXPipeline.from_pretrained(demo / "run")
+    assert AutoencoderKL.from_pretrained(model, subfolder="vae").config.latent_channels == \
+        pipe.config.vae.latent_channels
+    assert AutoTokenizer.from_pretrained(model)("FINDINGS: Clear.")["input_ids"] == \
+        pipe.tokenizer.encode("FINDINGS: Clear.")

@@ -159,7 +159,7 @@ def test_a_folder_without_tokenizer_or_vae_says_what_is_missing(folder, tmp_path
 
     bare = tmp_path / "bare"
     shutil.copytree(folder, bare)
-    (bare / "vae.safetensors").unlink()
+    shutil.rmtree(bare / "vae")
     pipe = UniXPipeline.from_pretrained(bare)
     with pytest.raises(ModelFolderError, match="no VAE weights"):
         pipe.generate("FINDINGS: Clear.")

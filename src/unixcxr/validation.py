@@ -71,7 +71,9 @@ def _bound(hi: float) -> str:
 
 RULES = {
     "steps": Rule(int, 2, MAX_STEPS),  # sampler grid points (the release's "50 steps")
+    "num_inference_steps": Rule(int, 1, MAX_STEPS - 1),  # Euler steps, diffusers' count: steps - 1
     "cfg_text": Rule(float, 0.0, MAX_GUIDANCE),
+    "guidance_scale": Rule(float, 0.0, MAX_GUIDANCE),  # diffusers' name for cfg_text
     "cfg_img": Rule(float, 0.0, MAX_GUIDANCE),
     "shift": Rule(float, 0.0, MAX_SHIFT, lo_open=True),
     "temperature": Rule(float, 0.0),

@@ -45,11 +45,14 @@ def check_options(args: argparse.Namespace, *names: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from unixcxr import __version__
+
     parser = OneLineParser(
         prog="unixcxr",
         description="UniX for chest X-rays: report generation (image -> text) and image generation "
         "(text -> image) in one Mixture-of-Transformers model.",
     )
+    parser.add_argument("--version", action="version", version=f"unixcxr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")

@@ -16,8 +16,10 @@ SRC is the release folder as downloaded: config.json (Janus-style), model.safete
 tokenizer.json (+ tokenizer_config.json, special_tokens_map.json), vae/kl-f16d16.ckpt and
 vae/config.yaml. Every tensor is mapped onto our modules and checked (a missing or mis-shaped
 tensor is refused with its key named); the VAE's perceptual-loss entries (loss.*) are dropped
-unread. DST gets config.json, model.safetensors, vae.safetensors and tokenizer.json, in the
-checkpoints' own dtypes. Conversion is optional: every command also loads SRC directly."""
+unread. DST gets our model folder (config.json, model.safetensors, vae/ in diffusers' layout, the
+tokenizer with tokenizer_config.json and special_tokens_map.json, a README.md model card), in the
+checkpoints' own dtypes, with a bar of tensors read. Conversion is optional: every command also
+loads SRC directly."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{args.src}: no Janus-style config.json (with \"language_config\"); pass the folder of the "
                        "released UniX weights")
     try:
-        folder = convert_official(args.src, args.dst)
+        folder = convert_official(args.src, args.dst, progress=True)
     except ModelFolderError as err:
         raise CliError(str(err)) from err
     print(f"wrote {folder}")

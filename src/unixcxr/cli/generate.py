@@ -28,6 +28,9 @@ evaluation settings, `--settings released`: 50 steps (grid points), text CFG 2.0
 CFG interval (0.4, 1.0], shift 3.0, renorm; for our models `--settings unixcxr` (the same with
 shift 1.0, no renorm). --settings demo takes the authors' demo values (text 3.0, image 1.5: an
 effective text scale of 4.0 with no input image, shift 3.0); any option given replaces its preset value.
+--steps counts the sampler's grid points as the release does; --num-inference-steps counts Euler
+steps as diffusers does (--steps 50 = --num-inference-steps 49); --guidance-scale is --cfg-text.
+One image shows a bar of sampler steps; several, a bar of images.
 --prompts reads a CSV or JSONL with a `report` or `annotated_prompt` column; each row becomes
 OUT_DIR/ID.png, ID from an id / dicom_id / image_id / path column or the row number. --prompts
 also takes a data set (a MIMIC-CXR-JPG layout folder or a shards folder): each study of --split
@@ -50,8 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", type=Path, help="folder for the images of several reports (--prompts)")
     parser.add_argument("--settings", default=None, choices=SAMPLER_PRESETS,
                         help="sampler preset (default: the model's own, released for the authors' weights)")
-    parser.add_argument("--steps", type=int, help="sampling grid points (released: 50)")
+    parser.add_argument("--steps", type=int, help="sampling grid points (released: 50 = 49 Euler steps)")
+    parser.add_argument("--num-inference-steps", type=int,
+                        help="Euler steps, as diffusers counts them (= --steps - 1; released: 49)")
     parser.add_argument("--cfg-text", type=float, help="text guidance scale (released: 2.0)")
+    parser.add_argument("--guidance-scale", type=float, help="diffusers' name for --cfg-text")
     parser.add_argument("--cfg-img", type=float, help="image guidance scale (released: 1.0)")
     parser.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"),
                         help="guidance applied while LO < t <= HI (released: 0.4 1.0)")
@@ -130,7 +136,12 @@ def data_set_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    check_options(args, "steps", "cfg_text", "cfg_img", "cfg_interval", "shift", "size", "seed", "batch_size")
+    from unixcxr.inference.field_names import grid_points, text_guidance
+
+    check_options(args, "steps", "num_inference_steps", "cfg_text", "guidance_scale", "cfg_img", "cfg_interval",
+                  "shift", "size", "seed", "batch_size")
+    args.steps = grid_points(args.steps, args.num_inference_steps)  # InvalidValue: named as its option by main()
+    args.cfg_text = text_guidance(args.cfg_text, args.guidance_scale)
     jobs = read_jobs(args)
     if not jobs:
         raise CliError(f"{args.prompts}: no rows to draw")
@@ -153,12 +164,12 @@ def run(args: argparse.Namespace) -> int:
         raise
     except ValueError as err:
         raise CliError(f"--size {args.size}: {err}" if "image size" in str(err) else str(err)) from err
-    bar = tqdm(total=len(todo), unit="image", desc="images")
+    bar = tqdm(total=len(todo), unit="image", desc="images", disable=len(todo) == 1)
     for start in range(0, len(todo), args.batch_size):
         batch = todo[start:start + args.batch_size]
         try:
             images = pipe.generate([text for _, text, _ in batch], seed=[seed for *_, seed in batch], **sampling,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, progress=True)
         except InvalidValue:
             raise
         except ValueError as err:

@@ -23,9 +23,10 @@ examples:
 
 --model takes our model or run folder, or the authors' release folder as downloaded. A folder
 given as IMAGE stands for every PNG/JPEG/DICOM file under it; a shards folder (`unixcxr prepare`)
-for every image in its shards (--split picks one split), named SHARDS#<sample id>. Without -o each report is printed
-after its file name; with -o each line of the JSONL file is {"image": PATH, "report": TEXT}
-(readable by `unixcxr label`). Rerunning with the same -o skips the images already written, so
+for every image in its shards (--split picks one split), named SHARDS#<sample id>. Without -o
+each report is printed after its file name; with -o each line of the JSONL file is
+{"image": PATH, "report": TEXT} (readable by `unixcxr label`). Bars on stderr count the tokens
+of each batch and, for several images, the images. Rerunning with the same -o skips the images already written, so
 an interrupted job resumes; a file -o names that this command did not write is refused and left
 as it is, and -o is created only when the first report is written. Decoding is greedy (the
 released evaluation setting) unless --temperature is set. An image that cannot be read, or whose
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args)
     failed = written = 0
     try:
-        bar = tqdm(total=len(todo), unit="image", desc="reports", disable=out is None)
+        bar = tqdm(total=len(todo), unit="image", desc="reports", disable=out is None and len(todo) == 1)
         for start in range(0, len(todo), args.batch_size):
             batch, pixels = [], []
             for name, source in todo[start:start + args.batch_size]:
@@ -162,14 +163,14 @@ def run(args: argparse.Namespace) -> int:
             try:
                 reports = pipe.report(pixels, args.prompt, max_new_tokens=args.max_new_tokens,
                                       temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                                      batch_size=args.batch_size, settings=args.settings)
+                                      batch_size=args.batch_size, settings=args.settings, progress=True)
             except InvalidValue:
                 raise  # named as its option by the CLI
             except ValueError as err:
                 raise CliError(str(err)) from err
             for name, text in zip(batch, reports):
                 if out is None:
-                    print(f"{name}\t{text}")
+                    tqdm.write(f"{name}\t{text}", file=sys.stdout)  # above the bars, which are on stderr
                 else:
                     out.append({"image": name, "report": text})
             written += len(batch)

@@ -24,6 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
     from PIL import Image
+    from tqdm import tqdm
 
     from unixcxr.flow.sampler import SamplerSettings
     from unixcxr.inference.images import generate_latents
@@ -39,9 +40,14 @@ def run(args) -> int:
     cfg = preset(args.preset)
     model, vae = UniX(cfg).eval(), LatentVAE(cfg.vae).eval()
     size = cfg.vision.image_size
-    report = generate_reports(model, torch.randn(1, 3, size, size), [[10, 11, 12]], DecodingSettings(max_new_tokens=16))
+    decoding, sampler = DecodingSettings(max_new_tokens=16), SamplerSettings(num_points=10)
+    with tqdm(total=decoding.max_new_tokens, desc="report", unit="token", leave=False) as bar:
+        report = generate_reports(model, torch.randn(1, 3, size, size), [[10, 11, 12]], decoding,
+                                  on_token=lambda token: bar.update(1))
     grid = cfg.latent_grid
-    latents = generate_latents(model, [report[0] or [10]], SamplerSettings(num_points=10), (grid, grid))
+    with tqdm(total=sampler.num_points - 1, desc="image", unit="step", leave=False) as bar:
+        latents = generate_latents(model, [report[0] or [10]], sampler, (grid, grid),
+                                   progress=lambda i, n: bar.update(1))
     with torch.no_grad():
         pixels = to_uint8(vae.decode(latents))[0].permute(1, 2, 0).numpy()
     write_image(args.out, Image.fromarray(pixels))

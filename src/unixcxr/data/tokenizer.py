@@ -31,6 +31,9 @@ def check_vocab_size(vocab_size: int) -> None:
         raise TokenizerError(f"vocab_size {vocab_size} is below the byte alphabet plus specials "
                              f"({smallest}); use e.g. {DEFAULT_VOCAB_SIZE}")
 TOKENIZER_FILE = "tokenizer.json"
+# What transformers' AutoTokenizer reads beside tokenizer.json (written by transformers_files())
+TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE = "tokenizer_config.json", "special_tokens_map.json"
+TRANSFORMERS_ROLES = {"bos": "bos_token", "eos": "eos_token", "pad": "pad_token"}  # the rest: additional
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,21 @@ class ReportTokenizer:
         with atomic_output(path) as tmp:
             tmp.write_text(self.tokenizer.to_str(pretty=True), encoding="utf-8")
         return path
+
+    def transformers_files(self, model_max_length: int) -> dict[str, dict]:
+        """tokenizer_config.json and special_tokens_map.json, so that transformers'
+        AutoTokenizer.from_pretrained(folder) reads the folder's tokenizer.json as we do: the same ids
+        for a text (no special token added: the sequence layout adds those), the same text back, and
+        our special tokens under their roles. A special id the file has no token for (the released
+        pad) is left out."""
+        named = {role: self.tokenizer.id_to_token(i) for role, i in self.special.as_dict().items()}
+        special = {TRANSFORMERS_ROLES[r]: name for r, name in named.items() if r in TRANSFORMERS_ROLES and name}
+        extra = [name for r, name in named.items() if r not in TRANSFORMERS_ROLES and name]
+        special_map = {**special, "additional_special_tokens": extra}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **special_map, "model_max_length": model_max_length,
+                  "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+                  "split_special_tokens": True}  # "<|eos|>" typed in a report is text, as in encode()
+        return {TOKENIZER_CONFIG_FILE: config, SPECIAL_TOKENS_MAP_FILE: special_map}
 
     # --- use -----------------------------------------------------------------------------------
     @property

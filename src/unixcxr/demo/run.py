@@ -172,7 +172,8 @@ def write_untrained(plan: DemoPlan) -> Path:
         return plan.untrained
     trained, vae, tokenizer = load_model_folder(plan.run)
     torch.manual_seed(plan.seed)
-    return save_model_folder(plan.untrained, UniX(trained.config), vae, tokenizer)
+    return save_model_folder(plan.untrained, UniX(trained.config), vae, tokenizer,
+                             source="the demo's untrained twin: the trained folder with a random network")
 
 
 def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
@@ -187,6 +188,14 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
                                  baselines=trained, vae_ceiling=trained, batch_size=8)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
+
+
+def record_evaluation(run: Path, metrics: dict) -> None:
+    """The trained model's card names its evaluation (numbers, labeler, feature network)."""
+    from unixcxr.model.card import evaluation_facts
+    from unixcxr.model.io import update_model_card
+
+    update_model_card(run, evaluation=evaluation_facts(metrics))
 
 
 def listen(plan: DemoPlan) -> dict:
@@ -216,6 +225,7 @@ def run_demo(plan: DemoPlan) -> Path:
     _phase(plan, f"train (every stage of {Path(plan.recipe).name})", lambda: train_model(plan))
     _phase(plan, "untrained twin", lambda: write_untrained(plan))
     trained = _phase(plan, "evaluate trained model", lambda: evaluate(plan, plan.run, plan.out / "eval", True))
+    record_evaluation(plan.run, trained)
     untrained = _phase(plan, "evaluate untrained model",
                        lambda: evaluate(plan, plan.untrained, plan.out / "eval-untrained", False))
     listening = _phase(plan, "does it listen? (one seed, six reports)", lambda: listen(plan))

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors import safe_open
+from tqdm import tqdm
 
 from unixcxr.model.config import (
     RELEASED_CONVENTIONS,
@@ -222,8 +223,9 @@ def _check(file: Path, found: dict[str, tuple[str, tuple]], expected: dict[str, 
                                       "download is incomplete or not a UniX release")
 
 
-def _model_tensors(file: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map every tensor of model.safetensors to our names; shapes are checked before any is read."""
+def _model_tensors(file: Path, expected: dict[str, torch.Tensor], progress: bool = False) -> dict[str, torch.Tensor]:
+    """Map every tensor of model.safetensors to our names; shapes are checked before any is read.
+    progress: a bar of tensors read (the released file holds 3.2 B parameters)."""
     if not file.is_file():
         raise OfficialCheckpointError(f"{file} is missing: download model.safetensors into the folder")
     try:
@@ -238,7 +240,8 @@ def _model_tensors(file: Path, expected: dict[str, torch.Tensor]) -> dict[str, t
                 else:
                     found[ours] = (key, tuple(f.get_slice(key).get_shape()))
             _check(file, found, expected, unknown)
-            return {ours: f.get_tensor(theirs) for ours, (theirs, _) in found.items()}
+            items = tqdm(found.items(), desc=f"reading {file.name}", unit="tensor", disable=not progress)
+            return {ours: f.get_tensor(theirs) for ours, (theirs, _) in items}
     except OfficialCheckpointError:
         raise
     except Exception as err:  # safetensors raises several types for truncated / corrupt files
@@ -273,7 +276,7 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], device, 
 
 
 def load_official_folder(path: str | Path, device="cpu", dtype: torch.dtype | None = None,
-                         with_vae: bool = True) -> tuple[UniX, LatentVAE | None, Path | None]:
+                         with_vae: bool = True, progress: bool = False) -> tuple[UniX, LatentVAE | None, Path | None]:
     """-> (model, VAE or None, tokenizer.json path or None), like io.load_model_folder.
     dtype None keeps each checkpoint's own dtype (bf16 for the released model)."""
     folder = Path(path)
@@ -281,7 +284,7 @@ def load_official_folder(path: str | Path, device="cpu", dtype: torch.dtype | No
     with torch.device("meta"):
         model = UniX(config)
     expected = model.state_dict()
-    model = _load_into(model, _model_tensors(folder / WEIGHTS, expected), device, dtype)
+    model = _load_into(model, _model_tensors(folder / WEIGHTS, expected, progress), device, dtype)
     model.rope.reset()  # non-persistent: recomputed, never stored
     vae = None
     if with_vae:
@@ -294,10 +297,16 @@ def load_official_folder(path: str | Path, device="cpu", dtype: torch.dtype | No
     return model, vae, tokenizer
 
 
-def convert_official(src: str | Path, dst: str | Path) -> Path:
-    """Write a release folder as our model folder (config.json, model.safetensors, vae.safetensors,
-    tokenizer.json), keeping the checkpoints' own dtypes."""
-    model, vae, tokenizer = load_official_folder(src)
+def convert_official(src: str | Path, dst: str | Path, progress: bool = False) -> Path:
+    """Write a release folder as our model folder (model/io.py's layout: diffusers' vae/, the
+    tokenizer with its transformers files, a model card), keeping the checkpoints' own dtypes. The
+    card's licence is the release card's, when its README.md states one."""
+    from unixcxr.model.card import read_front_matter
+
+    model, vae, tokenizer = load_official_folder(src, progress=progress)
     if tokenizer is None:
         raise OfficialCheckpointError(f"{Path(src) / TOKENIZER} is missing: download the tokenizer files too")
-    return save_model_folder(dst, model, vae, tokenizer)
+    if progress:
+        tqdm.write(f"writing {dst}")
+    return save_model_folder(dst, model, vae, tokenizer, source=f"converted from the authors' release "
+                             f"({Path(src).name})", license=read_front_matter(src).get("license"))

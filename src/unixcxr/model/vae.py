@@ -1,24 +1,36 @@
 """The frozen KL autoencoder between pixels and latents: diffusers' AutoencoderKL, configured like the
 released latent-diffusion kl-f16d16 (attention blocks at the lowest resolution level as well as in
-the middle block), with the latent normalisation z = scale * (z_raw + shift) kept in config."""
+the middle block), with the latent normalisation z = scale * (z_raw + shift) kept in config.
+
+A model folder keeps it in diffusers' own layout (vae/config.json written by diffusers' ConfigMixin,
+vae/diffusion_pytorch_model.safetensors in its key names), so that
+AutoencoderKL.from_pretrained(folder, subfolder="vae") loads it; its scaling_factor and shift_factor
+are our normalisation in diffusers' form z = scaling_factor * (z_raw - shift_factor)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL
+from safetensors.torch import save_file
 from torch import nn
 
 from unixcxr.model.config import VAEConfig
 
+DIFFUSERS_CONFIG, DIFFUSERS_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
 
-def build_autoencoder(cfg: VAEConfig) -> AutoencoderKL:
+
+def autoencoder_arguments(cfg: VAEConfig) -> dict:
+    """AutoencoderKL's constructor arguments for this config: the one place they are derived."""
     levels = len(cfg.block_out_channels)
     down = ["DownEncoderBlock2D"] * levels
     up = ["UpDecoderBlock2D"] * levels
     if cfg.attention_at_lowest_level:
         down[-1] = "AttnDownEncoderBlock2D"
         up[0] = "AttnUpDecoderBlock2D"
-    return AutoencoderKL(
+    return dict(
         in_channels=3,
         out_channels=3,
         down_block_types=tuple(down),
@@ -28,7 +40,42 @@ def build_autoencoder(cfg: VAEConfig) -> AutoencoderKL:
         latent_channels=cfg.latent_channels,
         norm_num_groups=cfg.norm_num_groups,
         sample_size=256,
+        scaling_factor=cfg.scale,
+        shift_factor=-cfg.shift + 0.0,  # + 0.0: no "-0.0" in the file when there is no shift
     )
+
+
+def build_autoencoder(cfg: VAEConfig) -> AutoencoderKL:
+    return AutoencoderKL(**autoencoder_arguments(cfg))
+
+
+def save_diffusers_folder(vae: LatentVAE, folder: Path) -> None:
+    """config.json by diffusers' own writer, with the normalisation of the VAE's config (the source of
+    truth, which may have been refitted since the autoencoder was built); weights in its names
+    (contiguous: a CPU inference VAE is channels-last, which safetensors cannot store as such)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    autoencoder = vae.autoencoder
+    arguments = autoencoder_arguments(vae.cfg)
+    autoencoder.register_to_config(scaling_factor=arguments["scaling_factor"], shift_factor=arguments["shift_factor"])
+    autoencoder.save_config(folder)
+    state = {k: v.detach().contiguous().cpu() for k, v in autoencoder.state_dict().items()}
+    save_file(state, folder / DIFFUSERS_WEIGHTS, metadata={"format": "pt"})
+
+
+def diffusers_config_mismatch(file: Path, cfg: VAEConfig) -> list[str]:
+    """The fields of a vae/config.json that describe another autoencoder than config.json's vae
+    section (the model's config stays the one source of truth; a hand-edited copy is refused)."""
+    raw = json.loads(Path(file).read_text())
+    if not isinstance(raw, dict):
+        return ["(not a JSON object)"]
+    wrong = []
+    for key, value in autoencoder_arguments(cfg).items():
+        found = raw.get(key)
+        found = tuple(found) if isinstance(found, list) else found
+        if found != value and not (isinstance(value, float) and isinstance(found, int | float) and
+                                   abs(found - value) <= 1e-12 * max(1.0, abs(value))):
+            wrong.append(f"{key} {found!r} (config.json's vae section gives {value!r})")
+    return wrong
 
 
 class LatentVAE(nn.Module):

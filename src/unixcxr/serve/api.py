@@ -1,12 +1,13 @@
-"""JSON HTTP API:
+"""JSON HTTP API (request and response models in schemas.py, shown at /api/docs):
 
     GET  /api/health     -> {"status": "ok", "model": NAME, "waiting": N}
     POST /api/report     JSON {"image": BASE64, "prompt"?: str, "max_new_tokens"?: int}
                          or multipart/form-data with a file field "image" (+ the same fields)
                          -> {"report": TEXT}
-    POST /api/generate   JSON {"report": TEXT, "steps"?: int, "cfg_text"?: float, "seed"?: int,
+    POST /api/generate   JSON {"report": TEXT, "steps"? | "num_inference_steps"?: int,
+                               "cfg_text"? | "guidance_scale"?: float, "seed"?: int,
                                "settings"?: "released" | "demo" | "unixcxr" (default: the model's own)}
-                         -> {"image": BASE64_PNG, "seed": int}
+                         -> {"image": BASE64_PNG, "seed": int, and the sampler settings used}
 
 Errors are {"error": MESSAGE} with a 4xx status (bad input naming the field and what it must be,
 413 too large, 503 busy with a Retry-After header); an internal failure is a 500 with no detail
@@ -27,6 +28,17 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request as StarletteRequest
 
 from unixcxr.serve.batcher import QueueFull
+from unixcxr.serve.schemas import (
+    ERRORS,
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    ReportRequest,
+    ReportResponse,
+    generate_body,
+    parse,
+    report_body,
+)
 from unixcxr.serve.service import ModelService, UploadError, png_base64
 from unixcxr.validation import InvalidValue
 
@@ -60,7 +72,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def report_fields(request: Request, limit: int) -> tuple[bytes, str, dict]:
+async def report_fields(request: Request, limit: int) -> tuple[bytes, str, ReportRequest]:
     """(image bytes, upload name, other fields) from a JSON or a multipart body."""
     body = await read_body(request, limit)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -74,10 +86,11 @@ async def report_fields(request: Request, limit: int) -> tuple[bytes, str, dict]
         upload = form.get("image")
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "multipart body needs a file field named 'image'")
-        return await upload.read(), upload.filename or "upload", {k: v for k, v in form.items() if k != "image"}
-    fields = await asyncio.to_thread(parse_json, body)  # megabytes of JSON: not on the event loop
+        fields = parse(ReportRequest, {k: v for k, v in form.items()})
+        return await upload.read(), upload.filename or "upload", fields
+    fields = parse(ReportRequest, await asyncio.to_thread(parse_json, body))  # megabytes: not on the event loop
     try:
-        data = base64.b64decode(str(fields.pop("image", "")), validate=True)
+        data = base64.b64decode(str(fields.image), validate=True)
     except (binascii.Error, ValueError) as err:
         raise ApiError(400, "'image' must be base64 (standard alphabet) of a PNG, JPEG or DICOM file") from err
     return data, "image", fields
@@ -105,15 +118,15 @@ def api_router(service: ModelService, log_text: bool = False) -> APIRouter:
     limits = service.limits
     body_limit = limits.max_upload_bytes * 4 // 3 + BODY_OVERHEAD  # base64 is 4/3 of the bytes
 
-    @router.get("/health")
+    @router.get("/health", response_model=HealthResponse)
     async def health():
         return {"status": "ok", "model": service.pipe.config.name, "waiting": service.batcher.waiting}
 
-    @router.post("/report")
+    @router.post("/report", response_model=ReportResponse, responses=ERRORS, openapi_extra=report_body(limits))
     async def report(request: Request):
         """A report for an X-ray: multipart field `image`, or JSON {"image": BASE64}."""
         data, name, fields = await report_fields(request, body_limit)
-        prompt, max_new_tokens = fields.get("prompt"), fields.get("max_new_tokens")
+        prompt, max_new_tokens = fields.prompt, fields.max_new_tokens
         service.check_report_request(prompt, max_new_tokens)  # refused before the upload is decoded
         pixels = await wait(service.read_upload(data, name), limits.request_timeout_s)
         text = await wait(service.report(pixels, prompt, max_new_tokens), limits.request_timeout_s)
@@ -121,16 +134,21 @@ def api_router(service: ModelService, log_text: bool = False) -> APIRouter:
             log.info("report: %s", text)
         return {"report": text}
 
-    @router.post("/generate")
+    @router.post("/generate", response_model=GenerateResponse, responses=ERRORS,
+                 openapi_extra=generate_body(limits))
     async def generate(request: Request):
-        """An X-ray drawn from a report: JSON {"report": TEXT, "steps", "cfg_text", "seed", "settings"}."""
-        fields = parse_json(await read_body(request, BODY_OVERHEAD + limits.max_report_chars * 4))
-        report, seed, key = service.check_generate_request(fields.get("report"), fields.get("steps"),
-                                                           fields.get("cfg_text"), fields.get("seed"),
-                                                           fields.get("settings"))
+        """An X-ray drawn from a report, with the sampler settings it was drawn with."""
+        body = parse(GenerateRequest, parse_json(await read_body(request, BODY_OVERHEAD + limits.max_report_chars * 4)))
+        report, seed, key = service.check_generate_request(body.report, body.steps, body.cfg_text, body.seed,
+                                                           body.settings, num_inference_steps=body.num_inference_steps,
+                                                           guidance_scale=body.guidance_scale)
         image = await wait(service.batcher.submit(key, (report, seed)), limits.request_timeout_s)
         png = await asyncio.to_thread(png_base64, image)  # encoding a large PNG is not the loop's work
-        return {"image": png, "seed": seed}
+        sampler = service.sampler_settings(key)
+        return {"image": png, "seed": seed, "settings": key[-1] or service.pipe.conventions.settings,
+                "steps": sampler.num_points, "num_inference_steps": sampler.num_points - 1,
+                "guidance_scale": sampler.cfg_text, "cfg_img": sampler.cfg_img, "shift": sampler.shift,
+                "size": image.size[0]}
 
     return router
 

@@ -80,7 +80,7 @@ def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text
 
     app.include_router(api_router(service, log_text))
     return gr.mount_gradio_app(app, build_ui(service), path="", max_file_size=limits.max_upload_bytes,
-                               ssr_mode=False, mcp_server=False, theme=THEME, footer_links=[],
+                               ssr_mode=False, mcp_server=False, theme=THEME, footer_links=["api"],
                                show_error=False)  # gr.Error messages only, never exception text
 
 

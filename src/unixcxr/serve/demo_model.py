@@ -55,4 +55,5 @@ def write_demo_model_folder(folder: str | Path, preset_name: str = "tiny", seed:
     vae = LatentVAE(model.config.vae)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer_file = tokenizer.save(Path(tmp) / "tokenizer.json")
-        return save_model_folder(folder, model, vae, tokenizer_file)
+        return save_model_folder(folder, model, vae, tokenizer_file,
+                                 source="random weights (unixcxr.serve.demo_model): noise, for trying the tools")

@@ -23,10 +23,11 @@ import torch
 from PIL import Image
 
 from unixcxr.data.images import DEFAULT_MAX_PIXELS, DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageLoadError, load_image
+from unixcxr.inference.field_names import grid_points, text_guidance
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.batcher import Batcher, QueueFull
-from unixcxr.validation import MAX_GUIDANCE, check, check_optional
+from unixcxr.validation import check, check_optional
 
 MIB = 1024 * 1024
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff"}
@@ -173,20 +174,29 @@ class ModelService:
         done.result()  # raises what the decoding raised
 
     def check_generate_request(self, report: object, steps: object = None, cfg_text: object = None,
-                               seed: object = 0, settings: object = None) -> tuple[str, int, tuple]:
+                               seed: object = 0, settings: object = None, *, num_inference_steps: object = None,
+                               guidance_scale: object = None) -> tuple[str, int, tuple]:
         """(report, seed, batch key) of a valid request, or UploadError / InvalidValue naming the
-        field: checked here, before the request joins a batch, by the same rules as the CLI's."""
+        field: checked here, before the request joins a batch, by the same rules as the CLI's.
+        num_inference_steps and guidance_scale are diffusers' names of steps - 1 and cfg_text."""
         if not isinstance(report, str) or not report.strip():
             raise UploadError("the report is empty; write the findings the image should show")
         if len(report) > self.limits.max_report_chars:
             raise UploadError(f"the report is longer than {self.limits.max_report_chars} characters")
         if settings is not None and settings not in SAMPLER_PRESETS:
             raise UploadError(f"settings must be one of {', '.join(SAMPLER_PRESETS)} (or left out: the model's own)")
-        steps = check_optional("steps", steps, hi=self.limits.max_steps)
-        cfg_text = check_optional("cfg_text", cfg_text, hi=MAX_GUIDANCE)
+        steps = grid_points(None if steps == "" else steps, None if num_inference_steps == "" else num_inference_steps,
+                            max_points=self.limits.max_steps)
+        cfg_text = text_guidance(None if cfg_text == "" else cfg_text,
+                                 None if guidance_scale == "" else guidance_scale)
         seed = check("seed", 0 if seed is None or seed == "" else seed)
         self.pipe.sampler_settings(settings, steps=steps, cfg_text=cfg_text)  # the combination is valid
         return report, seed, ("generate", steps, cfg_text, settings)
+
+    def sampler_settings(self, key: tuple):
+        """The SamplerSettings a generate batch key stands for."""
+        _, steps, cfg_text, settings = key
+        return self.pipe.sampler_settings(settings, steps=steps, cfg_text=cfg_text)
 
     def generate(self, report: object, steps: object = None, cfg_text: object = None, seed: object = 0,
                  settings: object = None) -> Future:

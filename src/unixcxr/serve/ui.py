@@ -1,6 +1,12 @@
 """The Gradio web app: an understanding tab (X-ray in, report out, optionally streamed token by
 token) and a generation tab (report in, downloadable PNG out). Every call goes through the same
-bounded, batching queue as the HTTP API; a bad upload shows a message, never a traceback."""
+bounded, batching queue as the HTTP API; a bad upload shows a message, never a traceback.
+
+Both events are public, named endpoints, so gradio_client calls the app as it calls any Space:
+
+    client = gradio_client.Client("http://HOST:PORT/")
+    image, report = client.predict(handle_file("cxr.png"), INSTRUCTION, 256, False, api_name="/report")
+    png_path = client.predict("FINDINGS: ...", 50, 2.0, 0, api_name="/generate")"""
 
 from __future__ import annotations
 
@@ -85,7 +91,7 @@ def build_ui(service: ModelService) -> gr.Blocks:
                     shown = gr.Image(label="Image read", interactive=False, height=IMAGE_HEIGHT, elem_id="report-image")
                     report = gr.Textbox(label="Report", lines=10, elem_id="report-text")
             button.click(write_report, [upload, instruction, max_new_tokens, stream], [shown, report],
-                         api_visibility="private")
+                         api_name="report", api_visibility="public")
         with gr.Tab("Image from report"):
             with gr.Row():
                 with gr.Column():
@@ -98,5 +104,5 @@ def build_ui(service: ModelService) -> gr.Blocks:
                 with gr.Column():
                     image = gr.Image(label="Generated X-ray", type="pil", format="png", interactive=False,
                                      height=IMAGE_HEIGHT, buttons=["download"], elem_id="gen-image")
-            draw.click(draw_image, [text, steps, cfg_text, seed], image, api_visibility="private")
+            draw.click(draw_image, [text, steps, cfg_text, seed], image, api_name="generate", api_visibility="public")
     return app.queue(default_concurrency_limit=limits.max_batch, max_size=limits.max_queue)

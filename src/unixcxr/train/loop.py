@@ -30,7 +30,7 @@ from unixcxr.train.checkpoint import (
 )
 from unixcxr.train.distributed import DistEnv, all_reduce_sum, full_tensor, gradient_sync
 from unixcxr.train.ema import EMA
-from unixcxr.train.metrics import MetricsLog
+from unixcxr.train.metrics import MetricsLog, wandb_requested
 from unixcxr.train.mfu import mfu
 
 LossFn = Callable[["MicroBatch"], dict[str, torch.Tensor]]
@@ -66,6 +66,8 @@ class LoopSettings:
     lr_scales: tuple[tuple[str, float], ...] = ()  # (name prefix, factor): e.g. a slower pretrained ViT
     progress: bool = True
     description: str = "train"
+    tensorboard: bool = True  # TensorBoard events beside metrics.jsonl, when tensorboard is installed
+    wandb: bool = False  # an offline W&B run beside metrics.jsonl, when wandb is installed
 
 
 class NonFiniteLoss(RuntimeError):
@@ -101,7 +103,8 @@ class Trainer:
                                            **_adamw_kernel(self.params.values()))
         self.ema = EMA(self.params, s.ema, s.ema_warmup) if s.ema > 0 else None
         self.state = TrainingState(self.params, self.optimizer, self.ema)
-        self.log = self.log or MetricsLog(self.folder / "metrics.jsonl", self.env)
+        self.log = self.log or MetricsLog(self.folder / "metrics.jsonl", self.env, tensorboard=s.tensorboard,
+                                          wandb=wandb_requested(s.wandb), name=s.description)
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.env.device.type == "cuda" \
             else contextlib.nullcontext()
         remove_stale(self.checkpoint_dir, self.env)
@@ -199,6 +202,7 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            self.log.close()
         return last
 
     def run_validation(self) -> dict[str, float]:

@@ -163,8 +163,18 @@ def validator(ctx: RunContext, name: str, config: UniXConfig, model: UniX, loss_
                      sample_points=rt.sample_points)
 
 
+def training_facts(ctx: RunContext) -> dict:
+    """What the model card says about a run: the recipe, the data and the steps of each stage."""
+    recipe = ctx.recipe
+    stages = {name: getattr(recipe.stage(name), "steps", "trained") for name in recipe.stage_names()}
+    return {"recipe": recipe.source, "preset": recipe.preset, "seed": recipe.seed, "init": recipe.init,
+            "data": str(ctx.data.root), "data_kind": ctx.data.kind,
+            "studies": {split: len(ctx.items(split)) for split in ("train", "validate", "test")},
+            "stages": stages}
+
+
 def export(ctx: RunContext, model: UniX, trainer: Trainer) -> None:
-    """EMA weights -> RUN_DIR/model (with the VAE and tokenizer), atomically, by rank 0."""
+    """EMA weights -> RUN_DIR/model (with the VAE, the tokenizer and a model card), atomically, by rank 0."""
     env = ctx.env
     with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
         if hasattr(model, "unshard"):  # FSDP2: gather a whole copy on rank 0's CPU
@@ -182,6 +192,7 @@ def export(ctx: RunContext, model: UniX, trainer: Trainer) -> None:
             full = model
         if env.is_main:  # a run without a VAE (understanding only) exports a model that reads but cannot draw
             vae = ctx.vae() if ctx.run.vae_weights.is_file() else None
-            save_model_folder(ctx.run.model, full, vae=vae, tokenizer_file=ctx.run.tokenizer)
+            save_model_folder(ctx.run.model, full, vae=vae, tokenizer_file=ctx.run.tokenizer,
+                              source="trained with `unixcxr train`", training=training_facts(ctx))
     barrier(env)
 

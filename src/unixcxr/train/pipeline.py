@@ -157,7 +157,7 @@ class RunContext:
             clip_grad=opt.clip_grad if stage.clip_grad is None else stage.clip_grad, ema=stage.ema,
             ema_warmup=stage.ema_warmup, log_every=rt.log_every, val_every=rt.val_every,
             checkpoint_every=rt.checkpoint_every, keep_checkpoints=rt.keep_checkpoints, progress=self.progress,
-            description=name, lr_scales=lr_scales)
+            description=name, lr_scales=lr_scales, tensorboard=rt.tensorboard, wandb=rt.wandb)
 
 
 def derive_config(recipe: Recipe, run: RunFolder) -> UniXConfig:

@@ -105,6 +105,8 @@ class RuntimeRecipe:
     sample_points: int = 25  # sampler grid points for validation images
     max_report_tokens: int = 256  # longer report targets are cut
     cache_workers: int = 2  # processes decoding images into the run's image cache
+    tensorboard: bool = True  # scalars, sample sheets and reports to TensorBoard (if installed: unixcxr[track])
+    wandb: bool = False  # also an offline W&B run (if wandb is installed; or set UNIXCXR_WANDB=1); never online
 
 
 @dataclass

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unixcxr.model.io import VAE_WEIGHTS, resolve_model_folder
-from unixcxr.model.vae import LatentVAE, to_uint8
+from unixcxr.model.io import VAE_WEIGHTS, resolve_model_folder, vae_weights_file
+from unixcxr.model.vae import DIFFUSERS_WEIGHTS, LatentVAE, to_uint8
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
@@ -221,12 +221,14 @@ def _write_json(path, data: dict) -> None:
 def copy_init_vae(ctx: RunContext) -> dict:
     """Released weights: the VAE and its scale/shift come from the `init` model folder."""
     folder = resolve_model_folder(ctx.recipe.init)
-    if not (folder / VAE_WEIGHTS).is_file():
-        raise TrainError(f"{folder / VAE_WEIGHTS} is missing; the init folder must hold the VAE")
+    weights = vae_weights_file(folder)
+    if weights is None:
+        raise TrainError(f"{folder}: no VAE weights (vae/{DIFFUSERS_WEIGHTS} or {VAE_WEIGHTS}); the init folder "
+                         "must hold the VAE")
     vae_cfg = ctx.config().vae
     if ctx.env.is_main:
         vae = LatentVAE(vae_cfg)
-        vae.autoencoder.load_state_dict(load_file(folder / VAE_WEIGHTS))
+        vae.autoencoder.load_state_dict(load_file(weights))
         save_weights(vae, ctx.run.vae_weights)
         _write_json(ctx.run.latent_stats, {"mean": -vae_cfg.shift, "std": 1.0 / vae_cfg.scale, "images": 0})
     barrier(ctx.env)
