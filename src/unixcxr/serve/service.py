@@ -27,6 +27,7 @@ from unixcxr.inference.field_names import grid_points, text_guidance
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.batcher import Batcher, QueueFull
+from unixcxr.serve.rows import REPORT, ReportRows
 from unixcxr.validation import check, check_optional
 
 MIB = 1024 * 1024
@@ -100,11 +101,16 @@ def png_base64(image: Image.Image) -> str:
 
 
 class ModelService:
-    """Reports and images through one batching queue; uploads decoded in a pool beside it."""
+    """Reports and images through one batching queue; uploads decoded in a pool beside it.
+    continuous: report requests join a running decode batch between tokens (serve/rows.py; the
+    default on a CPU); False: requests that arrive together with equal settings run as one batch,
+    which on a GPU replays a CUDA graph per token (the continuous decoder runs eagerly)."""
 
-    def __init__(self, pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS):
+    def __init__(self, pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, continuous: bool | None = None):
         self.pipe, self.limits = pipe, limits
-        self.batcher = Batcher(self._run_batch, limits.max_batch, limits.max_queue)
+        self.continuous = pipe.device.type == "cpu" if continuous is None else continuous
+        rows = ReportRows(pipe, limits.max_batch) if self.continuous else None
+        self.batcher = Batcher(self._run_batch, limits.max_batch, limits.max_queue, rows)
         self._decoder = ThreadPoolExecutor(limits.decode_workers, thread_name_prefix="unixcxr-decode")
         self._decoding = threading.BoundedSemaphore(limits.max_queue)  # uploads decoding or waiting to
 
@@ -152,6 +158,8 @@ class ModelService:
         """image: decoded pixels [H, W] (preprocessed here, in the caller's thread) or read_upload's tensor."""
         prompt, n = self.check_report_request(prompt, max_new_tokens)
         pixels = image if isinstance(image, torch.Tensor) else self.prepare(image)
+        if self.continuous:
+            return self.batcher.submit(REPORT, (pixels, prompt, n))
         return self.batcher.submit(("report", prompt, n), pixels)
 
     def stream_report(self, pixels: np.ndarray, prompt: str | None = None,
