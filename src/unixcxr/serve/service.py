@@ -31,6 +31,7 @@ from unixcxr.serve.rows import REPORT, ReportRows
 from unixcxr.validation import check, check_optional
 
 MIB = 1024 * 1024
+IMAGES = "images"  # the batch key's kind of image requests that carry their own guidance scale
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff"}
 
 
@@ -119,9 +120,13 @@ class ModelService:
         if kind == "report":
             prompt, max_new_tokens = settings
             return self.pipe.report_preprocessed(torch.stack(payloads), prompt, max_new_tokens=max_new_tokens)
-        steps, cfg_text, settings_name = settings
-        texts, seeds = zip(*payloads)
-        return self.pipe.generate(list(texts), steps=steps, cfg_text=cfg_text, seed=list(seeds),
+        if kind == IMAGES:  # one guidance scale per request: requests of other scales share the steps
+            steps, settings_name = settings
+            texts, seeds, cfg_text = (list(x) for x in zip(*payloads))
+        else:  # ("generate", steps, cfg_text, settings): one scale for the batch
+            steps, cfg_text, settings_name = settings
+            texts, seeds = (list(x) for x in zip(*payloads))
+        return self.pipe.generate(texts, steps=steps, cfg_text=cfg_text, seed=seeds,
                                   settings=settings_name, batch_size=self.limits.image_batch)
 
     def read_upload(self, data: bytes, name: str) -> Future:
@@ -206,10 +211,18 @@ class ModelService:
         _, steps, cfg_text, settings = key
         return self.pipe.sampler_settings(settings, steps=steps, cfg_text=cfg_text)
 
+    def submit_generate(self, report: str, seed: int, key: tuple) -> Future:
+        """Queue a checked request (check_generate_request's answer). Requests that differ only in
+        their prompt, seed or text guidance scale share a batch and every sampler step."""
+        _, steps, cfg_text, settings = key
+        if cfg_text is None:  # the preset's scale
+            cfg_text = self.sampler_settings(key).cfg_text
+        return self.batcher.submit((IMAGES, steps, settings), (report, seed, cfg_text))
+
     def generate(self, report: object, steps: object = None, cfg_text: object = None, seed: object = 0,
                  settings: object = None) -> Future:
         report, seed, key = self.check_generate_request(report, steps, cfg_text, seed, settings)
-        return self.batcher.submit(key, (report, seed))
+        return self.submit_generate(report, seed, key)
 
     def close(self) -> None:
         self.batcher.close()
