@@ -1,6 +1,6 @@
 """Attention and RoPE inside a training step, at the CPU recipe's shapes (small preset, the real
 builders' micro-batches): a generation batch's attention split at its causal text prefix
-(`mot.prefix_attention`: the text queries run over the text keys alone and, the und expert being
+(`attention.prefix_attention`: the text queries run over the text keys alone and, the und expert being
 frozen, without autograd) vs one masked SDPA over the whole row; and `apply_rotary` (in-place
 halves, inverse-rotation backward) vs the textbook rotate-half formula. Cases alternate inside every
 round and the best of the rounds is kept (a shared host's noise only ever adds time); outputs are
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from benchmarks.bench_train import builders, recipe_micro_batches
 from benchmarks.common import machine, print_table
+from unixcxr.model.attention import causal_prefix, prefix_attention
 from unixcxr.model.config import preset
 from unixcxr.model.embedders import RotaryEmbedding, apply_rotary
-from unixcxr.model.mot import causal_prefix, prefix_attention
 from unixcxr.model.sequence import LATENT
 
 

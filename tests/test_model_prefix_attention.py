@@ -1,10 +1,10 @@
-"""The prefix split of attention (mot.causal_prefix, mot.prefix_attention): a generation batch's
+"""The prefix split of attention (attention.causal_prefix, attention.prefix_attention): a generation batch's
 text queries run over the text keys alone, and the result is the full attention's."""
 
 import torch
 import torch.nn.functional as F
 
-from unixcxr.model.mot import causal_prefix, prefix_attention
+from unixcxr.model.attention import causal_prefix, prefix_attention
 from unixcxr.model.sequence import LATENT, collate, generation_layout, understanding_layout
 
 

@@ -7,7 +7,7 @@ import torch
 
 from unixcxr.inference.images import encode_prompts, fold_block_rotation
 from unixcxr.model.embedders import apply_rotary
-from unixcxr.model.mot import Routing
+from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, collate, generation_layout
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from unixcxr.inference.report import DecodingSettings, _layouts, _strip, sample_next
-from unixcxr.model.mot import KVCache
+from unixcxr.model.cache import KVCache
 from unixcxr.model.sequence import LATENT, collate
 from unixcxr.model.unix import UniX
 

@@ -13,8 +13,10 @@ import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, batch_settings, euler_sample
 from unixcxr.inference.graphs import capture, graphed_or_eager
+from unixcxr.model.attention import FULL_ATTENTION
+from unixcxr.model.cache import KVCache
 from unixcxr.model.embedders import apply_rotary
-from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
+from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate, prompt_ids
 from unixcxr.model.unix import UniX, unpatchify
 

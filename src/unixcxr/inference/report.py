@@ -12,7 +12,8 @@ from functools import partial
 import torch
 
 from unixcxr.inference.graphs import capture, graphed_or_eager
-from unixcxr.model.mot import KVCache, Routing
+from unixcxr.model.cache import KVCache
+from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, SampleLayout, collate, understanding_layout
 from unixcxr.model.unix import UniX
 from unixcxr.validation import check

@@ -6,17 +6,17 @@ the joint sequence (the paper's cross-modal self-attention)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unixcxr.model.attention import attend
+from unixcxr.model.cache import KVCache
 from unixcxr.model.config import LanguageConfig
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.linear import Linear
-
-FULL_ATTENTION = "full"  # mask value: every query sees every key (no mask tensor needed)
+from unixcxr.model.routing import Routing
 
 
 class RMSNorm(nn.RMSNorm):
@@ -51,49 +51,6 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the next projection computes x in: autocast's when it is on for x's device, else x's."""
     kind = x.device.type
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-
-
-DECODE_QUERY_LIMIT = 4  # up to this many queries over a longer cache, plain matmul attention is faster
-
-
-def decode_attention(q, k, v, mask):
-    """Attention for a few queries over many cached keys: two matmuls. The fused SDPA kernels are
-    built for long query blocks and, on CPU, cost several times more for one query.
-    q: [B, nq, L, d]; k, v: [B, nkv, Lk, d]; mask: [B, 1, L, Lk] bool or None -> [B, nq, L, d]."""
-    B, nq, L, d = q.shape
-    nkv = k.shape[1]
-    q = q.reshape(B, nkv, (nq // nkv) * L, d)  # grouped heads share their key/value head
-    scores = torch.matmul(q, k.transpose(-1, -2)) * d ** -0.5  # [B, nkv, g*L, Lk]
-    if mask is not None:
-        m = mask.expand(B, 1, L, -1).repeat(1, 1, nq // nkv, 1)  # [B, 1, g*L, Lk]
-        scores = scores.masked_fill(~m, float("-inf"))
-    out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
-    return out.reshape(B, nq, L, d)
-
-
-def causal_prefix(mask: torch.Tensor, is_gen: torch.Tensor) -> int:
-    """The number of leading columns whose queries attend causally (to no later key) and hold no gen
-    token, in every row: a generation layout's padding and text before its image block.
-    mask: [B, 1, L, L] bool; is_gen: [B, L] bool."""
-    L = mask.shape[-1]
-    idx = torch.arange(L, device=mask.device)
-    sees_later = (mask[:, 0] & (idx[None, :] > idx[:, None])).any(dim=2).any(dim=0)  # [L] per query column
-    stop = sees_later | is_gen.any(dim=0)
-    return int(stop.int().argmax()) if bool(stop.any()) else L
-
-
-def prefix_attention(q, k, v, mask, prefix: int, freeze_und: bool) -> torch.Tensor:
-    """Attention where the queries before `prefix` see only the keys before it (causal_prefix): they
-    run over those keys alone, and without autograd when they are a frozen expert's, which is then
-    exact too (their outputs feed only its no-grad update); the rest attend to every key. A
-    generation step's text queries skip the image keys' scores this way, forward and backward.
-    q: [B, nq, L, d]; k, v: [B, nkv, L, d]; mask: [B, 1, L, L] bool -> [B, nq, L, d]."""
-    gqa, c = q.shape[1] != k.shape[1], prefix
-    with torch.no_grad() if freeze_und else nullcontext():
-        head = F.scaled_dot_product_attention(q[:, :, :c], k[:, :, :c], v[:, :, :c],
-                                              attn_mask=mask[..., :c, :c], enable_gqa=gqa)
-    tail = F.scaled_dot_product_attention(q[:, :, c:], k, v, attn_mask=mask[..., c:, :], enable_gqa=gqa)
-    return torch.cat([head, tail], dim=2)
 
 
 class SwiGLU(nn.Module):
@@ -164,136 +121,6 @@ class Expert(nn.Module):
                                     torch.compile(lambda x, attn: update(x, attn), **kwargs))
 
 
-@dataclass
-class Routing:
-    """Which tokens of a [B, L] grid go to which expert, padding to neither: the projections and MLPs
-    (nearly all of a step's FLOPs) run on real tokens only. Between layers the residual stream stays
-    split by expert (`split` once before the first layer, `merge` after the last): the und rows and
-    the gen rows, each in the layout its expert runs on, so that only q/k/v (merged into the grid for
-    attention) and the attention output (split back) cross between the layouts in a layer.
-    The all-und / all-gen cases without padding need no gather-scatter at all (text decoding,
-    latent-only steps), and a latent block at the same columns of every row (`block`) is a slice, not
-    an index gather (the sampler's [soi] latents [eoi], and a generation batch padded on the left,
-    [pad..] [bos] text [eos] [soi] latents [eoi]): the gen expert, the one a generation stage trains,
-    sees a plain slice; with padding outside the block, `und` indexes the real tokens of the others."""
-
-    und: torch.Tensor | None  # flat indices into the [B * L] grid; None: every non-gen token is und
-    gen: torch.Tensor | None  # flat indices, or None when no token is gen or the gen tokens are the block
-    all_gen: bool = False
-    block: tuple[int, int] | None = None  # gen = columns [a, b) of every row, und = the rest
-    und_rest: torch.Tensor | None = None  # block routing with padding: `und` as indices into the rest columns
-
-    @classmethod
-    def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
-        """is_gen, valid: [B, L] bool; valid False marks padding (None: no padding)."""
-        flat = is_gen.reshape(-1)
-        keep = None if valid is None or bool(valid.all()) else valid.reshape(-1)
-        n_gen = int(flat.sum())
-        if keep is None:
-            if n_gen == 0:
-                return cls(und=None, gen=None)
-            if n_gen == flat.numel():
-                return cls(und=None, gen=None, all_gen=True)
-        block = cls.shared_block(is_gen)
-        und = ~flat if keep is None else ~flat & keep
-        if block is not None:  # padding is never inside the block: index the real tokens of the rest
-            if keep is None:
-                return cls(und=None, gen=None, block=block)
-            a, b = block
-            rest = torch.cat([valid[:, :a], valid[:, b:]], dim=1).reshape(-1)
-            return cls(und=und.nonzero().squeeze(1), gen=None, block=block, und_rest=rest.nonzero().squeeze(1))
-        gen = flat if keep is None else flat & keep
-        return cls(und=und.nonzero().squeeze(1), gen=gen.nonzero().squeeze(1) if n_gen else None)
-
-    @staticmethod
-    def shared_block(is_gen: torch.Tensor) -> tuple[int, int] | None:
-        """(a, b) when every row's gen tokens are exactly the columns a..b-1, else None."""
-        first = is_gen[0]
-        cols = first.nonzero().squeeze(1)
-        if cols.numel() == 0 or not bool((is_gen == first).all()):
-            return None
-        a, b = int(cols[0]), int(cols[-1]) + 1
-        return (a, b) if b - a == cols.numel() else None
-
-    def split(self, x: torch.Tensor, freeze_und: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """x: [B, L, D] -> (und rows, gen rows), None where an expert has no token: [B, L', D] for
-        the layouts without index gathers, else [N, D] rows (index_select, whose backward, an
-        index_add, runs 5x faster on a CPU than advanced indexing's index_put). With freeze_und the
-        und rows are taken without autograd."""
-        if self.all_gen:
-            return None, x
-        if self.block is None and self.und is None:
-            return x, None
-        flat = x.reshape(-1, x.shape[-1])
-        with torch.no_grad() if freeze_und else nullcontext():
-            und = flat.index_select(0, self.und) if self.und is not None else \
-                torch.cat([x[:, :self.block[0]], x[:, self.block[1]:]], dim=1)
-        if self.block is not None:
-            return und, x[:, self.block[0]:self.block[1]]
-        return und, None if self.gen is None else flat.index_select(0, self.gen)
-
-    def merge(self, und: torch.Tensor | None, gen: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
-        """The inverse of `split`: -> [B, L, D] for shape (B, L), zeros at padding."""
-        if self.all_gen:
-            return gen
-        if self.block is None and self.und is None:
-            return und
-        if self.block is not None and self.und is None:
-            a = self.block[0]
-            return torch.cat([und[:, :a].to(gen.dtype), gen, und[:, a:].to(gen.dtype)], dim=1)
-        dtype = (gen if gen is not None else und).dtype
-        if self.block is not None:  # the real rest tokens into a zero [B, L - n, D], then the block between
-            a, b = self.block
-            rest = und.new_zeros(shape[0] * (shape[1] - b + a), und.shape[-1], dtype=dtype)
-            rest = rest.index_copy_(0, self.und_rest, und.to(dtype)).view(shape[0], -1, und.shape[-1])
-            return torch.cat([rest[:, :a], gen, rest[:, a:]], dim=1)
-        out = und.new_zeros(shape[0] * shape[1], und.shape[-1], dtype=dtype).index_copy_(0, self.und, und.to(dtype))
-        if gen is not None:
-            out.index_copy_(0, self.gen, gen)
-        return out.view(*shape, -1)
-
-
-class KVCache:
-    """Preallocated keys/values for every layer: [layers, B, kv_heads, max_len, head_dim]. New keys are
-    written in place after `length`; `advance` commits them. Writing without advancing gives
-    scratch space: the image sampler reuses the cached prompt at every step this way.
-    With `slot` set (a one-element long tensor on the cache's device), one new column is written at
-    that index and every layer attends over the whole capacity (the caller's mask hides the columns
-    after it): shapes and indices that never change between steps, so a decode step can be
-    replayed from a CUDA graph."""
-
-    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device):
-        shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.length = 0
-        self.rows = slice(None)  # which batch rows the next forward touches
-        self.slot: torch.Tensor | None = None  # static writes: the column index, on the device
-
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # k, v: [B, kv_heads, L, d] -> all keys/values so far: [B, kv_heads, length + L, d]
-        # (static writes: L = 1 at `slot`, and the whole capacity back: [B, kv_heads, max_len, d])
-        if self.slot is not None:
-            if not isinstance(self.rows, slice):  # indexed rows would be a copy, not the cache
-                raise ValueError("static KV-cache writes take every batch row (rows = slice(None))")
-            keys, values = self.k[layer, self.rows], self.v[layer, self.rows]
-            return keys.index_copy_(2, self.slot, k), values.index_copy_(2, self.slot, v)
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
-        self.k[layer, self.rows, :, self.length:end] = k
-        self.v[layer, self.rows, :, self.length:end] = v
-        return self.k[layer, self.rows, :, :end], self.v[layer, self.rows, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-
 class MoTLayer(nn.Module):
     def __init__(self, cfg: LanguageConfig):
         super().__init__()
@@ -338,15 +165,7 @@ class MoTLayer(nn.Module):
             if mask is None and L > 1 and cache.length > 0:  # a causal flag would align to the wrong corner
                 raise ValueError("an explicit mask is needed when several queries follow cached keys")
             k, v = cache.write(layer_idx, k, v)
-        if L <= DECODE_QUERY_LIMIT and k.shape[2] > L:
-            attn = decode_attention(q, k, v, None if isinstance(mask, str) else mask)
-        elif 0 < prefix < L and cache is None:
-            attn = prefix_attention(q, k, v, mask, prefix, freeze_und)
-        else:
-            attn = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if isinstance(mask, str) else mask, is_causal=mask is None and L > 1,
-                enable_gqa=nq != nkv,
-            )
+        attn = attend(q, k, v, mask, prefix, freeze_und, cached=cache is not None)
         # the output projection's input, already in the dtype it computes in (under autocast: no round
         # trip through the residual stream's float32)
         dtype = compute_dtype(x_gen if x_gen is not None else x_und)

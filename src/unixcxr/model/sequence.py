@@ -149,7 +149,7 @@ def attention_mask(segment: torch.Tensor, block: torch.Tensor, noisy: torch.Tens
 def collate(layouts: list[SampleLayout], left_pad: bool = False, pad_to: int | None = None) -> SequenceBatch:
     """One sample per row. Understanding training pads right; prompts for decoding pad left so that
     every row's next token lands in the same column, and so do generation batches, so that every
-    row's latent block sits at the same columns (the block routing of mot.Routing)."""
+    row's latent block sits at the same columns (the block routing of routing.Routing)."""
     L = max(pad_to or 0, max(len(x) for x in layouts))
     rows = [_row([x], L, left_pad) for x in layouts]
     return _stack(rows)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unixcxr.flow import matching
+from unixcxr.model.attention import causal_prefix
+from unixcxr.model.cache import KVCache
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.embedders import (
     Connector,
@@ -21,7 +23,8 @@ from unixcxr.model.embedders import (
     TimestepEmbedder,
 )
 from unixcxr.model.linear import Linear
-from unixcxr.model.mot import KVCache, MoTLayer, RMSNorm, Routing, causal_prefix
+from unixcxr.model.mot import MoTLayer, RMSNorm
+from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import IGNORE, LATENT, VIT, SequenceBatch
 from unixcxr.model.vision import VisionEncoder
 
@@ -184,7 +187,7 @@ class UniX(nn.Module):
         positions: [B, L] RoPE positions, or None for no rotation. shared: h holds one guidance
         branch's rows, the same input for `shared` branches: the first layer's projections run
         once for all of them and the output has shared * B rows (the routing must be a block one).
-        prefix: leading causal und columns whose queries skip the later keys (mot.prefix_attention);
+        prefix: leading causal und columns whose queries skip the later keys (attention.prefix_attention);
         None finds them (causal_prefix) for a mask tensor without a cache, 0 turns the split off.
         Between layers the stream stays split by expert (Routing.split / merge)."""
         routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen, valid)
