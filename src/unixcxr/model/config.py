@@ -305,7 +305,7 @@ def small(vocab_size: int = 4096) -> UniXConfig:
         vae=VAEConfig(latent_channels=8, block_out_channels=(32, 64, 64, 128), layers_per_block=1,
                       norm_num_groups=16, scale=1.0, shift=0.0),
         gen=GenerationConfig(image_size=128, latent_grid_max=16, repa_layer=3, repa_dim=192),
-        tokens=_own_tokens(vocab_size),
+        tokens=_own_tokens(),
     ).validate()
 
 
@@ -319,13 +319,12 @@ def tiny(vocab_size: int = 256) -> UniXConfig:
         vae=VAEConfig(latent_channels=4, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
                       scale=1.0, shift=0.0),
         gen=GenerationConfig(image_size=16, latent_grid_max=8, repa_layer=1, repa_dim=24),
-        tokens=_own_tokens(vocab_size),
+        tokens=_own_tokens(),
     ).validate()
 
 
-def _own_tokens(vocab_size: int) -> TokenConfig:
+def _own_tokens() -> TokenConfig:
     """Placeholder ids for our own presets; a trained tokenizer writes its real special ids here."""
-    del vocab_size
     return TokenConfig(bos=0, eos=1, pad=2, start_of_image=3, end_of_image=4)
 
 
