@@ -1,4 +1,4 @@
-"""Writing a SynthCXR data set to disk in the MIMIC-CXR-JPG layout (see SYNTHCXR.md).
+"""Writing a SynthCXR data set to disk in the MIMIC-CXR-JPG layout (see docs/synthcxr.md).
 
 Workers render and write one study each (image, report) and send back its manifest rows; the
 parent writes every manifest in study order, atomically. Since study i depends only on
@@ -81,7 +81,7 @@ def check_arguments(out_dir: Path, n: int, size: int, workers: int, split: Seque
 def generate_dataset(out_dir: str | os.PathLike, n: int, size: int = 256, seed: int = 0, workers: int = 1,
                      raw_noise: bool = False, split: Sequence[float] = DEFAULT_SPLIT, overwrite: bool = False,
                      progress: bool = True, variant: str = "mimic") -> DatasetSummary:
-    """Write n studies to out_dir; returns counts and timing. See SYNTHCXR.md for the layout.
+    """Write n studies to out_dir; returns counts and timing. docs/synthcxr.md describes the layout.
     variant: what the studies show (sampler.VARIANTS)."""
     out_dir = Path(out_dir)
     check_arguments(out_dir, n, size, workers, split, overwrite)
