@@ -17,10 +17,10 @@ from unixcxr.model.io import load_model_folder, resolve_model_folder, save_model
 from unixcxr.model.unix import UniX
 from unixcxr.train.builders import GenerationBuilder, UnderstandingBuilder, vit_images
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, items_key, latent_cache, micro_batches, tokenize
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
 from unixcxr.train.loop import Trainer
-from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 from unixcxr.train.recipe import MODEL_STAGES
 from unixcxr.train.stages import (

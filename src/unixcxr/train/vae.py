@@ -31,11 +31,11 @@ from unixcxr.model.vae import DIFFUSERS_WEIGHTS, LatentVAE, to_uint8
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
 from unixcxr.train.loop import MicroBatch, Trainer
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
-from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 from unixcxr.train.validate import sample_sheet
 

@@ -30,11 +30,11 @@ from unixcxr.model.config import VisionConfig
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
 from unixcxr.train.loop import MicroBatch, Trainer
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
-from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 
 TEACHER_STRIDE_16 = 3  # EfficientNet-Lite0 feature level with stride 16
