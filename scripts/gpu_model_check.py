@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from unixcxr.data.batches import GenerationExample, UnderstandingExample, make_batch  # noqa: E402
-from unixcxr.flow.reference import released_sample  # noqa: E402
 from unixcxr.flow.sampler import SamplerSettings  # noqa: E402
 from unixcxr.inference.images import generate_latents  # noqa: E402
+from unixcxr.inference.reference import released_sample  # noqa: E402
 from unixcxr.inference.report import DecodingSettings, generate_reports, generate_reports_uncached  # noqa: E402
 from unixcxr.model.config import preset  # noqa: E402
 from unixcxr.model.sequence import collate, understanding_layout  # noqa: E402

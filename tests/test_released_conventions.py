@@ -15,9 +15,9 @@ from PIL import Image
 from test_official import write_official_folder
 from unixcxr.cli import main
 from unixcxr.flow.matching import timestep_grid
-from unixcxr.flow.reference import released_sample
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, PRESETS, SamplerSettings, euler_sample, guide
 from unixcxr.inference.images import encode_prompts, generate_latents, predict_velocity, prefix_layout
+from unixcxr.inference.reference import released_sample
 from unixcxr.inference.report import _layouts
 from unixcxr.model.config import RELEASED_CONVENTIONS, ConventionsConfig
 from unixcxr.model.io import load_model_folder

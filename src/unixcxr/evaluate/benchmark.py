@@ -23,8 +23,8 @@ from unixcxr.evaluate import figures
 from unixcxr.evaluate import image_metrics as im
 from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_reports
 from unixcxr.evaluate.image_features import build_extractor, extract_features
-from unixcxr.evaluate.labeler import label_reports
 from unixcxr.evaluate.report_metrics import label_f1, report_metrics
+from unixcxr.labeler import label_reports
 
 F1_COLUMNS = [(f"{kind}_f1_{n}", f"{kind.capitalize()}-F1-{n}") for kind in ("micro", "macro") for n in (14, 5)]
 MAPPINGS = (("uncertain_as_negative", "unc. -"), ("uncertain_as_positive", "unc. +"))

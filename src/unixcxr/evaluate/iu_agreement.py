@@ -164,7 +164,7 @@ def negation_matcher(text: str) -> dict[str, int | None]:
     """A simple negation-aware keyword matcher (NegEx-like): a keyword per observation, negated
     when a negation word comes before it in its sentence; No Finding when nothing is positive.
     Reads the same sections as the labeler. The yardstick our labeler has to beat."""
-    from unixcxr.evaluate.labeler import clean_report
+    from unixcxr.labeler import clean_report
 
     labels: dict[str, int | None] = dict.fromkeys(OBSERVATIONS)
     for sentence in _SENTENCE_END.split(clean_report(text)):

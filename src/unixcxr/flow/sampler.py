@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from unixcxr.flow.matching import timestep_grid
-from unixcxr.model.config import GUIDANCE_RULES
-from unixcxr.validation import check, check_interval
+from unixcxr.validation import GUIDANCE_RULES, check, check_interval
 
 COND, NO_TEXT, NO_IMAGE = "cond", "no_text", "no_image"
 

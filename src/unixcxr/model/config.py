@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unixcxr.validation import GUIDANCE_RULES
+
 
 @dataclass
 class LanguageConfig:
@@ -107,7 +109,6 @@ class TokenConfig:
 
 
 PROMPT_CONTEXTS = ("bos_eos", "empty")
-GUIDANCE_RULES = ("unixcxr", "released")
 PREPROCESSING = ("letterbox", "released")
 UINT8_RULES = ("round", "truncate")
 SAMPLER_PRESETS = ("released", "demo", "unixcxr")  # names of flow.sampler.PRESETS

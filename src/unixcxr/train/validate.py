@@ -40,8 +40,8 @@ def label_micro_f1(generated: list[str], references: list[str]) -> float | None:
     """Micro-F1 over the 14 observations (uncertain as negative), both sides labelled by our
     rule-based labeler; None when the evaluation package is unavailable."""
     try:
-        from unixcxr.evaluate.labeler import label_reports
         from unixcxr.evaluate.report_metrics import label_f1
+        from unixcxr.labeler import label_reports
     except ImportError:
         return None
     scores = label_f1(label_reports(generated), label_reports(references))

@@ -122,8 +122,8 @@ class LabelNet(nn.Module):
 
 def report_labels(reports: list[str], progress: bool = False) -> torch.Tensor:
     """[N, 14] float targets from report texts: positive or uncertain -> 1, negative or blank -> 0."""
-    from unixcxr.evaluate.labeler import label_reports
     from unixcxr.evaluate.report_metrics import MAPPINGS, binarize
+    from unixcxr.labeler import label_reports
 
     rows = label_reports(reports, progress=progress)
     return torch.from_numpy(binarize(rows, MAPPINGS["uncertain_as_positive"])).float()
