@@ -17,13 +17,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from unixcxr.data.cleaning.records import ResumableWriter
-from unixcxr.data.shards import atomic_output
 from unixcxr.data.sources import DataSource, Sample
 from unixcxr.evaluate import figures
 from unixcxr.evaluate import image_metrics as im
 from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_reports
 from unixcxr.evaluate.image_features import build_extractor, extract_features
 from unixcxr.evaluate.report_metrics import label_f1, report_metrics
+from unixcxr.files import atomic_output
 from unixcxr.labeler import label_reports
 
 F1_COLUMNS = [(f"{kind}_f1_{n}", f"{kind.capitalize()}-F1-{n}") for kind in ("micro", "macro") for n in (14, 5)]

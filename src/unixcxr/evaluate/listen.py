@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unixcxr.data.shards import atomic_output
+from unixcxr.files import atomic_output
 from unixcxr.labeler import label_reports
 
 PROBES = (

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from unixcxr.data.sources import DataSource, Sample
-from unixcxr.data.tokenizer import ReportTokenizer, SpecialTokens
 from unixcxr.model.config import UniXConfig, preset
 from unixcxr.model.io import CONFIG, TOKENIZER, VAE_WEIGHTS, resolve_model_folder
+from unixcxr.model.tokenizer import ReportTokenizer, SpecialTokens
 from unixcxr.model.vae import LatentVAE
 from unixcxr.train.distributed import DistEnv, broadcast_object
 from unixcxr.train.loop import LoopSettings

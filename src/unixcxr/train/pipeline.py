@@ -22,8 +22,8 @@ from pathlib import Path
 from unixcxr.data.prompts import REPORT_INSTRUCTIONS
 from unixcxr.data.reports import DataError
 from unixcxr.data.sources import DataSource
-from unixcxr.data.tokenizer import ReportTokenizer
 from unixcxr.model.io import TOKENIZER, resolve_model_folder
+from unixcxr.model.tokenizer import ReportTokenizer
 from unixcxr.train.context import LATENT_STATS, RunContext, RunFolder, TrainError, derive_config
 from unixcxr.train.distributed import DistEnv, barrier, broadcast_object, close_distributed, init_distributed
 from unixcxr.train.model_stage import run_model_stage

@@ -22,10 +22,10 @@ import torch
 
 from unixcxr.data.reports import DataError
 from unixcxr.data.sources import DataSource
-from unixcxr.data.tokenizer import ReportTokenizer
 from unixcxr.model.config import UniXConfig, preset
 from unixcxr.model.io import TOKENIZER, resolve_model_folder
 from unixcxr.model.sequence import collate, generation_layout, understanding_layout
+from unixcxr.model.tokenizer import ReportTokenizer
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import LatentVAE
 from unixcxr.model.vision import VisionEncoder
