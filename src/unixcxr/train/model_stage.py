@@ -12,6 +12,7 @@ from dataclasses import asdict
 import torch
 from safetensors.torch import load_file
 
+from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.io import load_model_folder, resolve_model_folder, save_model_folder
 from unixcxr.model.unix import UniX
@@ -130,8 +131,6 @@ def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split:
 
 def validator(ctx: RunContext, name: str, config: UniXConfig, model: UniX, loss_fn, tokenizer, grid):
     """The stage's Validator over the validate split, or None when the data has no such split."""
-    from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
-
     spec, stage, rt = SPECS[name], ctx.recipe.stage(name), ctx.recipe.runtime
     build, items = stage_data(ctx, name, config, tokenizer, "validate")
     if build is None:

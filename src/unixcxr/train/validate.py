@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unixcxr.flow.sampler import SamplerSettings
+from unixcxr.inference.images import generate_latents
+from unixcxr.inference.report import DecodingSettings, generate_reports
 from unixcxr.model.unix import UniX
+from unixcxr.model.vae import to_uint8
 from unixcxr.train.distributed import DistEnv
 from unixcxr.train.loop import LossFn, MicroBatch
 
@@ -116,8 +120,6 @@ class Validator:
         return totals
 
     def reports(self, step: int) -> dict[str, float]:
-        from unixcxr.inference.report import DecodingSettings, generate_reports
-
         n = self.images.shape[0]
         ids = generate_reports(self.model, self.images, [self.prompt] * n,
                                DecodingSettings(max_new_tokens=self.max_new_tokens))
@@ -136,10 +138,6 @@ class Validator:
         return out
 
     def pictures(self, step: int) -> None:
-        from unixcxr.flow.sampler import SamplerSettings
-        from unixcxr.inference.images import generate_latents
-        from unixcxr.model.vae import to_uint8
-
         generator = torch.Generator().manual_seed(self.seed)
         settings = SamplerSettings(num_points=self.sample_points)
         latents = generate_latents(self.model, self.prompts, settings, self.grid, generator=generator)

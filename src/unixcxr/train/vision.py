@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from unixcxr.evaluate.report_metrics import MAPPINGS, binarize, f1_score
+from unixcxr.labeler import label_reports
 from unixcxr.labels import OBSERVATIONS
 from unixcxr.model.config import VisionConfig
 from unixcxr.model.vision import VisionEncoder
@@ -122,9 +124,6 @@ class LabelNet(nn.Module):
 
 def report_labels(reports: list[str], progress: bool = False) -> torch.Tensor:
     """[N, 14] float targets from report texts: positive or uncertain -> 1, negative or blank -> 0."""
-    from unixcxr.evaluate.report_metrics import MAPPINGS, binarize
-    from unixcxr.labeler import label_reports
-
     rows = label_reports(reports, progress=progress)
     return torch.from_numpy(binarize(rows, MAPPINGS["uncertain_as_positive"])).float()
 
@@ -141,8 +140,6 @@ class LabelLoss:
 
 def micro_f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """Micro-F1 of two [N, 14] 0/1 matrices (the evaluation's F1, pooled over every cell)."""
-    from unixcxr.evaluate.report_metrics import f1_score
-
     tp = float((predicted * target).sum())
     return f1_score(tp, float((predicted * (1 - target)).sum()), float(((1 - predicted) * target).sum()))
 
