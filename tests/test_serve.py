@@ -8,7 +8,6 @@ import io
 import logging
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -156,8 +155,9 @@ def test_a_full_queue_refuses_at_once_and_a_failing_batch_fails_only_its_callers
         return items
 
     batcher = Batcher(run, max_batch=8, max_queue=2)
-    batcher.run_alone(gate.wait)
-    time.sleep(0.2)  # the worker has taken the blocker: the queue is empty again
+    taken = threading.Event()
+    batcher.run_alone(lambda: taken.set() or gate.wait())
+    assert taken.wait(timeout=10)  # the worker has taken the blocker: the queue is empty again
     bad, good = batcher.submit("bad", 1), batcher.submit("ok", 2)
     with pytest.raises(QueueFull):
         batcher.submit("ok", 3)

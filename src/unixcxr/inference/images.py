@@ -143,15 +143,6 @@ class GraphedStep:
 
 
 @torch.no_grad()
-def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: float,
-                     branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """x_t: [B, C, h, w] -> one velocity [B, C, h, w] per branch, all branches in one forward."""
-    step = VelocityStep(model, cache, x_t.shape[0], tuple(x_t.shape[-2:]), branches)
-    v = step(x_t, torch.tensor([t], device=x_t.device))
-    return dict(zip(branches, v.chunk(len(branches))))
-
-
-@torch.no_grad()
 def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSettings, grid: tuple[int, int],
                      images: torch.Tensor | None = None, generator: torch.Generator | None = None,
                      noise: torch.Tensor | None = None, progress=None, cuda_graphs: bool = True) -> torch.Tensor:
