@@ -12,7 +12,7 @@ from functools import partial
 import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler_sample
-from unixcxr.inference.graphs import capture, graphed_or_eager
+from unixcxr.inference.graphs import can_capture, capture, graphed_or_eager
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
 from unixcxr.model.sequence import LATENT, TEXT, SampleLayout, collate, prompt_ids
@@ -155,7 +155,7 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
         noise = torch.randn((len(reports), C, h, w), generator=generator).to(device)
     cache = encode_prompts(model, reports, h * w, images, settings.guided_branches(images is not None))
 
-    use_graphs = cuda_graphs and noise.device.type == "cuda"
+    use_graphs = cuda_graphs and can_capture(noise.device)
     steps: dict[tuple[str, ...], VelocityStep | GraphedStep] = {}
 
     def velocity_fn(x, t, branches):
