@@ -6,11 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unixcxr.files import write_text
 from unixcxr.validation import GUIDANCE_RULES
 
 
@@ -223,11 +222,7 @@ class UniXConfig:
         return cls(**kwargs).validate()
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> UniXConfig:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from unixcxr.data.sources import DataSource, Sample
+from unixcxr.files import write_text
 from unixcxr.model.config import UniXConfig, preset
 from unixcxr.model.io import CONFIG, TOKENIZER, VAE_WEIGHTS, resolve_model_folder
 from unixcxr.model.tokenizer import ReportTokenizer, SpecialTokens
@@ -78,11 +78,7 @@ class RunFolder:
         return (self.stage(name) / "done.json").is_file()
 
     def mark_done(self, name: str, summary: dict) -> None:
-        path = self.stage(name) / "done.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".done.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(self.stage(name) / "done.json", json.dumps(summary, indent=2))
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unixcxr.files import atomic_output, write_text
 from unixcxr.model.io import VAE_WEIGHTS, resolve_model_folder, vae_weights_file
 from unixcxr.model.vae import DIFFUSERS_WEIGHTS, LatentVAE, to_uint8
 from unixcxr.model.vision import VisionEncoder
@@ -206,16 +206,12 @@ def fit_latent_stats(vae: LatentVAE, films: np.ndarray, device: torch.device) ->
 
 
 def save_weights(vae: LatentVAE, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in vae.autoencoder.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in vae.autoencoder.state_dict().items()}, tmp)
 
 
 def _write_json(path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2))
 
 
 def copy_init_vae(ctx: RunContext) -> dict:

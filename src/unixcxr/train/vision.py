@@ -17,7 +17,6 @@ findings far better than a distilled ViT (docs/demo.md)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import asdict
 
 import torch
@@ -26,6 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from unixcxr.evaluate.report_metrics import MAPPINGS, binarize, f1_score
+from unixcxr.files import atomic_output
 from unixcxr.labeler import label_reports
 from unixcxr.labels import OBSERVATIONS
 from unixcxr.model.config import VisionConfig
@@ -250,9 +250,7 @@ def vision_validator(ctx: RunContext, student: Student, teacher: Teacher):
 
 
 def save_vit(vit: VisionEncoder, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in vit.state_dict().items()
              if not k.endswith("num_batches_tracked")}  # UniX holds a CNN's BatchNorms frozen: no counter
-    save_file(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file(state, tmp)

@@ -26,6 +26,7 @@ from unixcxr.data.synthcxr.config import LAYOUT
 from unixcxr.data.synthcxr.noise import raw_report
 from unixcxr.data.synthcxr.sampler import PROMPTS, RAW_NOISE, SPLITS, VARIANTS, rng_for
 from unixcxr.data.synthcxr.study import check_size, render_study
+from unixcxr.files import write_bytes
 from unixcxr.labels import OBSERVATIONS
 
 SPLIT_NAMES = ("train", "validate", "test")
@@ -186,6 +187,4 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
