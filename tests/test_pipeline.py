@@ -260,3 +260,16 @@ def test_generate_command_explains_bad_input(folder, tmp_path, capsys):
     assert "no report or annotated_prompt column" in capsys.readouterr().err
     assert main(["generate", "--model", str(folder), "FINDINGS: x"]) == 2
     assert "-o OUT.png" in capsys.readouterr().err
+
+
+def test_generate_help_quotes_the_released_preset(capsys):
+    """The help's "released: ..." numbers are the sampler's own released preset (flow/presets.py)."""
+    from unixcxr.flow.sampler import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    shown, r = " ".join(capsys.readouterr().out.split()), PRESETS["released"]
+    for text in (f"(released: {r.num_points} = {r.num_points - 1} Euler steps)", f"released: {r.num_points - 1})",
+                 f"(released: {r.cfg_text})", f"(released: {r.cfg_img})", f"(released: {r.shift})",
+                 "(released: {} {})".format(*r.cfg_interval)):
+        assert text in shown, text

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unixcxr.files import write_text
+from unixcxr.flow.presets import PRESET_CHANGES
 from unixcxr.validation import GUIDANCE_RULES
 
 
@@ -110,7 +111,7 @@ class TokenConfig:
 PROMPT_CONTEXTS = ("bos_eos", "empty")
 PREPROCESSING = ("letterbox", "released")
 UINT8_RULES = ("round", "truncate")
-SAMPLER_PRESETS = ("released", "demo", "unixcxr")  # names of flow.sampler.PRESETS
+SAMPLER_PRESETS = tuple(PRESET_CHANGES)  # names of flow.sampler.PRESETS: released, demo, unixcxr
 
 
 @dataclass
