@@ -51,6 +51,7 @@ def install_docs(app: FastAPI) -> None:
 
 def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text: bool = False) -> FastAPI:
     """log_text: also log generated report text (off by default: reports are patient data)."""
+    # gradio takes seconds to import: only a process that builds the app pays for it
     import gradio as gr
 
     from unixcxr.serve.ui import THEME, build_ui

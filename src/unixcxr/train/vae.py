@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unixcxr.evaluate.image_features import effnet_lite0
 from unixcxr.files import atomic_output, write_text
 from unixcxr.model.io import VAE_WEIGHTS, resolve_model_folder, vae_weights_file
 from unixcxr.model.vae import DIFFUSERS_WEIGHTS, LatentVAE, to_uint8
@@ -52,8 +53,6 @@ class PerceptualLoss(nn.Module):
     def __init__(self, net: nn.Module | None = None, mean: float = 0.5, std: float = 0.5):
         super().__init__()
         if net is None:
-            from unixcxr.evaluate.image_features import effnet_lite0
-
             net = effnet_lite0().network
         self.net = net.eval().requires_grad_(False)
         self.mean, self.std = mean, std

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unixcxr.evaluate.report_metrics import label_f1
 from unixcxr.flow.sampler import SamplerSettings
 from unixcxr.inference.images import generate_latents
 from unixcxr.inference.report import DecodingSettings, generate_reports
+from unixcxr.labeler import label_reports
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import to_uint8
 from unixcxr.train.distributed import DistEnv
@@ -40,14 +42,9 @@ def unsharded(model: UniX):
         yield
 
 
-def label_micro_f1(generated: list[str], references: list[str]) -> float | None:
+def label_micro_f1(generated: list[str], references: list[str]) -> float:
     """Micro-F1 over the 14 observations (uncertain as negative), both sides labelled by our
-    rule-based labeler; None when the evaluation package is unavailable."""
-    try:
-        from unixcxr.evaluate.report_metrics import label_f1
-        from unixcxr.labeler import label_reports
-    except ImportError:
-        return None
+    rule-based labeler."""
     scores = label_f1(label_reports(generated), label_reports(references))
     return scores["uncertain_as_negative"]["micro_f1_14"]
 
@@ -125,11 +122,9 @@ class Validator:
                                DecodingSettings(max_new_tokens=self.max_new_tokens))
         texts = self.tokenizer.decode_batch(ids)
         out = {}
-        f1 = label_micro_f1(texts, self.references)
-        if f1 is not None:
-            out["micro_f1"] = f1
-            if self.baseline_report is not None:
-                out["micro_f1_baseline"] = label_micro_f1([self.baseline_report] * n, self.references)
+        out["micro_f1"] = label_micro_f1(texts, self.references)
+        if self.baseline_report is not None:
+            out["micro_f1_baseline"] = label_micro_f1([self.baseline_report] * n, self.references)
         if self.env.is_main:
             lines = [f"# step {step}: {n} validation images, greedy decoding; Micro-F1 {out.get('micro_f1')}"]
             for i, (gen, ref) in enumerate(zip(texts, self.references)):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from unixcxr.evaluate.image_features import effnet_lite0
 from unixcxr.evaluate.report_metrics import MAPPINGS, binarize, f1_score
 from unixcxr.files import atomic_output
 from unixcxr.labeler import label_reports
@@ -48,8 +49,6 @@ class Teacher(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from unixcxr.evaluate.image_features import effnet_lite0
-
         self.net = effnet_lite0().network.eval().requires_grad_(False)
         self.dim = self.net.feature_info[TEACHER_STRIDE_16]["num_chs"]
 
@@ -102,8 +101,6 @@ class LabelNet(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         from timm.layers import freeze_batch_norm_2d
-
-        from unixcxr.evaluate.image_features import effnet_lite0
 
         self.cfg = cfg
         self.vit = VisionEncoder(cfg, frozen_norms=False)
