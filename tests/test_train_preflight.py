@@ -89,15 +89,21 @@ def test_dry_run_plans_the_paper_run_on_gpus_and_writes_nothing(tmp_path, data, 
     steps = {name: int(row[1]) for name, row in rows.items()}
     assert steps["und_sft"] == 3840 and steps["gen_pretrain"] == 75000 and steps["gen_finetune"] == 5000
     memory = {name: float(rows[name][7]) for name in ("und_sft", "gen_pretrain", "gen_finetune")}
-    hours = {name: float(rows[name][8]) for name in ("und_sft", "gen_pretrain", "gen_finetune")}
+    hours = {name: float(rows[name][9]) for name in ("und_sft", "gen_pretrain", "gen_finetune")}
+    fits = {name: int(rows[name][8]) for name in ("und_sft", "gen_pretrain", "gen_finetune")}
     assert all(10 < m < 80 for m in memory.values()), memory  # sharded over 8: fits an 80 GB card
+    for name in memory:  # the micro-batch in the recipe fits, and the largest that fits is the limit
+        micro = int(rows[name][3])
+        # the training state is fixed and only activations grow with the micro-batch: more than pro rata
+        assert micro * 80 / memory[name] - 1 <= fits[name] < micro * 80 / memory[name] * 3
     assert hours["gen_pretrain"] > hours["gen_finetune"] > 0 and hours["gen_pretrain"] > hours["und_sft"] > 0
     assert not out.exists() and _files(data) == before
     assert main(["train", str(CONFIGS / "paper.yaml"), "--data", str(data), "--dry-run", "--gpus", "1"]) == 0
     single = _plan_rows(capsys.readouterr().out)
     for name in memory:  # one GPU holds the whole training state, eight share it
         assert float(single[name][7]) > 1.5 * memory[name], name
-    assert float(single["gen_pretrain"][8]) == pytest.approx(8 * hours["gen_pretrain"], rel=0.02)
+        assert int(single[name][8]) < fits[name], name  # so less room is left for activations
+    assert float(single["gen_pretrain"][9]) == pytest.approx(8 * hours["gen_pretrain"], rel=0.02)
 
 
 def test_dry_run_of_the_cpu_recipe_uses_this_machine(data, capsys):

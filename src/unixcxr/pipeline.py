@@ -317,9 +317,18 @@ class UniXPipeline:
             if not text or not text.strip():
                 raise ValueError(f"report {i} is empty; write the findings the image should show")
         preset = self._settings_name(settings)
+        scales = None
+        if isinstance(cfg_text, Sequence):  # one text scale per report: the rows still share every step
+            scales = [check("cfg_text", s) for s in cfg_text]
+            if len(scales) != len(reports) or guidance_scale is not None:
+                raise ValueError(f"{len(reports)} reports take {len(reports)} cfg_text values (and no guidance_scale), "
+                                 f"got {len(scales)}")
+            cfg_text = scales[0]
         sampler = self.sampler_settings(preset, steps=grid_points(steps, num_inference_steps),
                                         cfg_text=text_guidance(cfg_text, guidance_scale), cfg_img=cfg_img,
                                         cfg_interval=cfg_interval, shift=shift)
+        for scale in set(scales or ()):
+            dataclasses.replace(sampler, cfg_text=scale)  # each scale is valid with the rest of the settings
         grid = self.latent_grid(size)
         batch_size = check("batch_size", batch_size)
         seeds, noise = self._seeds(seed, generator, len(reports), grid)
@@ -330,13 +339,14 @@ class UniXPipeline:
             x = noise[start:start + len(chunk)] if noise is not None else \
                 self.initial_noise(seeds[start:start + len(chunk)], grid)
             latents = generate_latents(self.model, self.tokenizer.encode_batch(chunk), sampler, (grid, grid),
-                                       noise=x.to(self.device), progress=(lambda i, n: bar.update(1)) if bar else None)
+                                       noise=x.to(self.device), progress=(lambda i, n: bar.update(1)) if bar else None,
+                                       text_scales=scales[start:start + len(chunk)] if scales else None)
             pixels = self.to_uint8(self.vae.decode(latents.to(self.vae.autoencoder.dtype))).cpu()  # [B, 3, S, S]
             images += [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
         if bar:
             bar.close()
         return ImagePipelineOutput(images, sampler=sampler, preset=preset,
-                                   size=grid * self.config.vae.downsample, seeds=seeds)
+                                   size=grid * self.config.vae.downsample, seeds=seeds, text_scales=scales)
 
     def _seeds(self, seed, generator, n: int, grid: int) -> tuple[list[int] | None, torch.Tensor | None]:
         """(seeds, None) for integer seeds (drawn when none is given), or (None, noise) for generators."""

@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-upload-mb", type=int, default=d.max_upload_bytes // MIB,
                         help=f"largest accepted upload in MiB (default {d.max_upload_bytes // MIB})")
     add_pixel_limit_argument(parser)
+    parser.add_argument("--batching", choices=("auto", "continuous", "grouped"), default="auto",
+                        help="reports: continuous (requests join a running decode batch between tokens), "
+                             "grouped (requests that arrive together with equal settings run as one batch: "
+                             "on a GPU one CUDA graph per token); auto: continuous on a CPU, grouped on a GPU")
     parser.add_argument("--log-reports", action="store_true", help="also log report text (patient data!)")
     parser.set_defaults(func=run)
 
@@ -79,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
             from unixcxr.serve.demo_model import write_demo_model_folder
 
             args.model = write_demo_model_folder(Path(tmp) / "model")
-        serve(load_pipeline(args), args.host, args.port, limits, args.log_reports)
+        continuous = {"auto": None, "continuous": True, "grouped": False}[args.batching]
+        serve(load_pipeline(args), args.host, args.port, limits, args.log_reports, continuous)
     return 0

@@ -4,8 +4,8 @@ guidance branches (one batched forward in our pipeline)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -113,19 +113,46 @@ def guide(preds: dict[str, torch.Tensor], settings: SamplerSettings) -> torch.Te
     return v
 
 
+def batch_settings(settings: SamplerSettings, text_scales: Sequence[float] | None) -> SamplerSettings:
+    """The settings whose branches serve every row of a batch drawn with one text scale per row:
+    the text-free branch runs when any row's scale counts."""
+    if not text_scales:
+        return settings
+    counting = [s for s in text_scales if settings.counts(s)]
+    return replace(settings, cfg_text=counting[0] if counting else text_scales[0])
+
+
+def guide_rows(preds: dict[str, torch.Tensor], settings: SamplerSettings, text_scales: Sequence[float],
+               has_image: bool) -> torch.Tensor:
+    """guide() for a batch whose rows have their own text scales: each group of rows with one scale
+    gets exactly the arithmetic (and the branches) it would get alone; a row whose scale does not
+    count gets its conditional prediction."""
+    v = torch.empty_like(preds[COND])
+    for scale in dict.fromkeys(text_scales):
+        rows = torch.tensor([i for i, s in enumerate(text_scales) if s == scale], device=v.device)
+        own = replace(settings, cfg_text=scale)
+        wanted = own.guided_branches(has_image) if len(preds) > 1 else (COND,)
+        v.index_copy_(0, rows, guide({b: preds[b].index_select(0, rows) for b in wanted}, own))
+    return v
+
+
 VelocityFn = Callable[[torch.Tensor, float, tuple[str, ...]], dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
 def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, settings: SamplerSettings,
-                 has_image: bool = False, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """noise: [B, C, h, w] at t = 1 -> x0. velocity_fn(x_t, t, branches) returns one velocity per branch."""
+                 has_image: bool = False, progress: Callable[[int, int], None] | None = None,
+                 text_scales: Sequence[float] | None = None) -> torch.Tensor:
+    """noise: [B, C, h, w] at t = 1 -> x0. velocity_fn(x_t, t, branches) returns one velocity per branch.
+    text_scales: one text guidance scale per row (None: settings.cfg_text for every row)."""
     grid = timestep_grid(settings.num_points, settings.shift).tolist()
+    batch = batch_settings(settings, text_scales)
     x = noise
     for i in range(len(grid) - 1):
         t, t_next = grid[i], grid[i + 1]
-        preds = velocity_fn(x, t, settings.branches(t, has_image))
-        x = x + (t_next - t) * guide(preds, settings).to(x.dtype)
+        preds = velocity_fn(x, t, batch.branches(t, has_image))
+        v = guide(preds, settings) if text_scales is None else guide_rows(preds, settings, text_scales, has_image)
+        x = x + (t_next - t) * v.to(x.dtype)
         if progress is not None:
             progress(i + 1, len(grid) - 1)
     return x

@@ -11,7 +11,7 @@ from functools import partial
 
 import torch
 
-from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, euler_sample
+from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, batch_settings, euler_sample
 from unixcxr.inference.graphs import can_capture, capture, graphed_or_eager
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.mot import FULL_ATTENTION, KVCache, Routing
@@ -145,15 +145,18 @@ class GraphedStep:
 @torch.no_grad()
 def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSettings, grid: tuple[int, int],
                      images: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                     noise: torch.Tensor | None = None, progress=None, cuda_graphs: bool = True) -> torch.Tensor:
+                     noise: torch.Tensor | None = None, progress=None, cuda_graphs: bool = True,
+                     text_scales: list[float] | None = None) -> torch.Tensor:
     """Token ids of B reports -> normalised latents [B, C, h, w] (decode them with the VAE).
-    On a GPU each branch set's step is captured once in a CUDA graph and replayed."""
+    On a GPU each branch set's step is captured once in a CUDA graph and replayed. text_scales: one
+    text guidance scale per report (rows with different scales share every sampler step)."""
     h, w = grid
     C = model.config.vae.latent_channels
     device = model.embed_tokens.weight.device
     if noise is None:
         noise = torch.randn((len(reports), C, h, w), generator=generator).to(device)
-    cache = encode_prompts(model, reports, h * w, images, settings.guided_branches(images is not None))
+    branches = batch_settings(settings, text_scales).guided_branches(images is not None)
+    cache = encode_prompts(model, reports, h * w, images, branches)
 
     use_graphs = cuda_graphs and can_capture(noise.device)
     steps: dict[tuple[str, ...], VelocityStep | GraphedStep] = {}
@@ -165,4 +168,5 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
         v = steps[branches](x, torch.tensor([t], device=x.device))
         return dict(zip(branches, v.chunk(len(branches))))
 
-    return euler_sample(velocity_fn, noise, settings, has_image=images is not None, progress=progress)
+    return euler_sample(velocity_fn, noise, settings, has_image=images is not None, progress=progress,
+                        text_scales=text_scales)

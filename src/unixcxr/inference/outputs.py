@@ -21,8 +21,9 @@ class ImagePipelineOutput(list):
     """generate()'s images, one per report, and how they were drawn."""
 
     def __init__(self, images: list[Image.Image], *, sampler: SamplerSettings, preset: str, size: int,
-                 seeds: list[int] | None):
+                 seeds: list[int] | None, text_scales: list[float] | None = None):
         super().__init__(images)
+        self.text_scales = text_scales  # one text scale per image when they differ (None: sampler.cfg_text)
         self.sampler = sampler  # the SamplerSettings every image was drawn with
         self.preset = preset  # the named preset the unset values came from
         self.size = size  # pixels per side
@@ -38,14 +39,14 @@ class ImagePipelineOutput(list):
         return self.sampler.num_points - 1
 
     @property
-    def guidance_scale(self) -> float:
-        return self.sampler.cfg_text
+    def guidance_scale(self) -> float | list[float]:
+        return self.sampler.cfg_text if self.text_scales is None else list(self.text_scales)
 
     def settings_used(self) -> dict:
         """The settings as plain JSON-able values (for logs, sidecar files and the HTTP API)."""
         s = self.sampler
         return {"settings": self.preset, "num_inference_steps": self.num_inference_steps, "steps": s.num_points,
-                "guidance_scale": s.cfg_text, "cfg_img": s.cfg_img, "cfg_interval": list(s.cfg_interval),
+                "guidance_scale": self.guidance_scale, "cfg_img": s.cfg_img, "cfg_interval": list(s.cfg_interval),
                 "shift": s.shift, "renorm": s.renorm, "guidance": s.guidance, "size": self.size,
                 "seeds": self.seeds}
 

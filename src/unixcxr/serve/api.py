@@ -142,7 +142,7 @@ def api_router(service: ModelService, log_text: bool = False) -> APIRouter:
         report, seed, key = service.check_generate_request(body.report, body.steps, body.cfg_text, body.seed,
                                                            body.settings, num_inference_steps=body.num_inference_steps,
                                                            guidance_scale=body.guidance_scale)
-        image = await wait(service.batcher.submit(key, (report, seed)), limits.request_timeout_s)
+        image = await wait(service.submit_generate(report, seed, key), limits.request_timeout_s)
         png = await asyncio.to_thread(png_base64, image)  # encoding a large PNG is not the loop's work
         sampler = service.sampler_settings(key)
         return {"image": png, "seed": seed, "settings": key[-1] or service.pipe.conventions.settings,

@@ -49,14 +49,16 @@ def install_docs(app: FastAPI) -> None:
                                    swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
-def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text: bool = False) -> FastAPI:
-    """log_text: also log generated report text (off by default: reports are patient data)."""
+def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text: bool = False,
+              continuous: bool | None = None) -> FastAPI:
+    """log_text: also log generated report text (off by default: reports are patient data).
+    continuous: report requests join a running decode batch between tokens (None: on a CPU)."""
     # gradio takes seconds to import: only a process that builds the app pays for it
     import gradio as gr
 
     from unixcxr.serve.ui import THEME, build_ui
 
-    service = ModelService(pipe, limits)
+    service = ModelService(pipe, limits, continuous)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,11 +88,11 @@ def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text
 
 
 def serve(pipe: UniXPipeline, host: str, port: int, limits: ServeLimits = DEFAULT_LIMITS,
-          log_text: bool = False) -> None:
+          log_text: bool = False, continuous: bool | None = None) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = build_app(pipe, limits, log_text)
+    app = build_app(pipe, limits, log_text, continuous)
     log.info("serving %s on http://%s:%d (web app at /, API at /api, docs at /api/docs)", pipe.config.name,
              host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")

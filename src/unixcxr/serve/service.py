@@ -27,9 +27,11 @@ from unixcxr.inference.field_names import grid_points, text_guidance
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.batcher import Batcher, QueueFull
+from unixcxr.serve.rows import REPORT, ReportRows
 from unixcxr.validation import check, check_optional
 
 MIB = 1024 * 1024
+IMAGES = "images"  # the batch key's kind of image requests that carry their own guidance scale
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff"}
 
 
@@ -100,11 +102,16 @@ def png_base64(image: Image.Image) -> str:
 
 
 class ModelService:
-    """Reports and images through one batching queue; uploads decoded in a pool beside it."""
+    """Reports and images through one batching queue; uploads decoded in a pool beside it.
+    continuous: report requests join a running decode batch between tokens (serve/rows.py; the
+    default on a CPU); False: requests that arrive together with equal settings run as one batch,
+    which on a GPU replays a CUDA graph per token (the continuous decoder runs eagerly)."""
 
-    def __init__(self, pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS):
+    def __init__(self, pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, continuous: bool | None = None):
         self.pipe, self.limits = pipe, limits
-        self.batcher = Batcher(self._run_batch, limits.max_batch, limits.max_queue)
+        self.continuous = pipe.device.type == "cpu" if continuous is None else continuous
+        rows = ReportRows(pipe, limits.max_batch) if self.continuous else None
+        self.batcher = Batcher(self._run_batch, limits.max_batch, limits.max_queue, rows)
         self._decoder = ThreadPoolExecutor(limits.decode_workers, thread_name_prefix="unixcxr-decode")
         self._decoding = threading.BoundedSemaphore(limits.max_queue)  # uploads decoding or waiting to
 
@@ -113,9 +120,13 @@ class ModelService:
         if kind == "report":
             prompt, max_new_tokens = settings
             return self.pipe.report_preprocessed(torch.stack(payloads), prompt, max_new_tokens=max_new_tokens)
-        steps, cfg_text, settings_name = settings
-        texts, seeds = zip(*payloads)
-        return self.pipe.generate(list(texts), steps=steps, cfg_text=cfg_text, seed=list(seeds),
+        if kind == IMAGES:  # one guidance scale per request: requests of other scales share the steps
+            steps, settings_name = settings
+            texts, seeds, cfg_text = (list(x) for x in zip(*payloads))
+        else:  # ("generate", steps, cfg_text, settings): one scale for the batch
+            steps, cfg_text, settings_name = settings
+            texts, seeds = (list(x) for x in zip(*payloads))
+        return self.pipe.generate(texts, steps=steps, cfg_text=cfg_text, seed=seeds,
                                   settings=settings_name, batch_size=self.limits.image_batch)
 
     def read_upload(self, data: bytes, name: str) -> Future:
@@ -152,6 +163,8 @@ class ModelService:
         """image: decoded pixels [H, W] (preprocessed here, in the caller's thread) or read_upload's tensor."""
         prompt, n = self.check_report_request(prompt, max_new_tokens)
         pixels = image if isinstance(image, torch.Tensor) else self.prepare(image)
+        if self.continuous:
+            return self.batcher.submit(REPORT, (pixels, prompt, n))
         return self.batcher.submit(("report", prompt, n), pixels)
 
     def stream_report(self, pixels: np.ndarray, prompt: str | None = None,
@@ -198,10 +211,18 @@ class ModelService:
         _, steps, cfg_text, settings = key
         return self.pipe.sampler_settings(settings, steps=steps, cfg_text=cfg_text)
 
+    def submit_generate(self, report: str, seed: int, key: tuple) -> Future:
+        """Queue a checked request (check_generate_request's answer). Requests that differ only in
+        their prompt, seed or text guidance scale share a batch and every sampler step."""
+        _, steps, cfg_text, settings = key
+        if cfg_text is None:  # the preset's scale
+            cfg_text = self.sampler_settings(key).cfg_text
+        return self.batcher.submit((IMAGES, steps, settings), (report, seed, cfg_text))
+
     def generate(self, report: object, steps: object = None, cfg_text: object = None, seed: object = 0,
                  settings: object = None) -> Future:
         report, seed, key = self.check_generate_request(report, steps, cfg_text, seed, settings)
-        return self.batcher.submit(key, (report, seed))
+        return self.submit_generate(report, seed, key)
 
     def close(self) -> None:
         self.batcher.close()

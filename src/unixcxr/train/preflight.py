@@ -127,6 +127,7 @@ class StagePlan:
     memory_gib: float | None  # per GPU
     hours: float | None
     note: str = ""
+    fits: int | None = None  # the largest micro-batch whose estimate fits the GPU's memory
 
 
 def text_lengths(source: DataSource, tokenizer=None) -> tuple[float, float]:
@@ -197,10 +198,14 @@ def plan_run(recipe: Recipe, config: UniXConfig, source: DataSource, gpus: int, 
             peak, mfu, note = cpu_peak, CPU_MFU, ""
         hours = steps_flops / (peak * mfu * world) / 3600 if peak else None
         memory = (states + activations) / GIB
-        if machine is not None and memory > machine.memory_gib:
-            note = f"does not fit {machine.memory_gib:g} GiB: lower micro_batch_size or use more GPUs with FSDP"
+        fits = None
+        if machine is not None:
+            per_sample = activations / stage.micro_batch_size
+            fits = max(0, int((machine.memory_gib * GIB - states) // per_sample))
+            if memory > machine.memory_gib:
+                note = f"does not fit {machine.memory_gib:g} GiB: lower micro_batch_size or use more GPUs with FSDP"
         plans.append(StagePlan(name, stage.steps, stage.batch_size, stage.micro_batch_size, accumulation,
-                               micro_tokens / stage.micro_batch_size, steps_flops, memory, hours, note))
+                               micro_tokens / stage.micro_batch_size, steps_flops, memory, hours, note, fits))
     return plans
 
 
@@ -230,9 +235,10 @@ def format_plan(plans: list[StagePlan], machine: Machine | None, gpus: int, stra
     where = f"{gpus} x {machine.name}" if machine else "this CPU"
     lines = [f"plan for {where}, strategy {strategy}:",
              f"{'stage':<13} {'steps':>7} {'batch':>6} {'micro':>6} {'accum':>6} {'tok/sample':>10} {'FLOP':>10} "
-             f"{'GiB/dev':>8} {'hours':>8}"]
+             f"{'GiB/dev':>8} {'fits':>5} {'hours':>8}"]
     for p in plans:
         mem = f"{p.memory_gib:8.1f}" if p.memory_gib is not None else f"{'-':>8}"
+        mem += f" {p.fits:>5}" if p.fits is not None else f" {'-':>5}"
         hours = f"{p.hours:8.3g}" if p.hours is not None else f"{'-':>8}"
         flops = f"{p.flops:10.2e}" if p.flops else f"{'-':>10}"
         tokens = f"{p.tokens_per_sample:10.0f}" if p.tokens_per_sample else f"{'-':>10}"
@@ -242,6 +248,9 @@ def format_plan(plans: list[StagePlan], machine: Machine | None, gpus: int, stra
     gpu_hours = f" ({total * gpus:.0f} GPU-hours)" if machine else ""
     lines.append(f"all stages: {total:.1f} hours of wall time{gpu_hours}")
     lines.append("MFU: " + (machine.source if machine else f"{CPU_MFU:.0%} of this CPU's measured matmul peak"))
+    if machine:
+        lines.append(f"fits: the largest micro-batch whose memory estimate fits {machine.memory_gib:g} GiB "
+                     "(states + activations, +-20%)")
     return lines
 
 
