@@ -29,7 +29,7 @@ from unixcxr.data.cleaning.prompts import CLEANED_HEADING, DRAFT_HEADING
 from unixcxr.data.cleaning.rewrite import LLMStage
 from unixcxr.data.cleaning.rules import clean_report
 from unixcxr.data.iu import iter_iu_reports
-from unixcxr.evaluate.labeler import label_report
+from unixcxr.labeler import label_report
 
 LLM_REPORTS = 64  # reports sent through the simulated endpoint per worker setting
 QUICK_PIPELINE_REPORTS, QUICK_LLM_REPORTS = 1000, 32  # --quick sizes

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from unixcxr.evaluate.labeler import label_reports
+from unixcxr.labeler import label_reports
 from unixcxr.labels import OBSERVATIONS
 
 IU_ARCHIVE = Path("data") / "NLMCXR_reports.tgz"

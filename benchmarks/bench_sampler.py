@@ -1,6 +1,6 @@
 """Image generation: our sampler (prompt prefix cached once, guidance branches batched into one
 forward, no pass whose scale is 1, the block's RoPE folded into the cached keys, the branches'
-shared first-layer projections run once) vs the reference scheme (flow/reference.py: whole sequence
+shared first-layer projections run once) vs the reference scheme (inference/reference.py: whole sequence
 re-run per step, one pass per guidance branch whose scale counts, one sample at a time; the
 authors' own code caches the prompt and is timed against ours in docs/released-code.md). Same
 noise: outputs must be identical.
@@ -16,9 +16,9 @@ import torch
 
 from benchmarks.common import machine, print_table, random_model, timed
 from unixcxr.flow.matching import timestep_grid
-from unixcxr.flow.reference import released_sample
 from unixcxr.flow.sampler import PRESETS, SamplerSettings
 from unixcxr.inference.images import generate_latents
+from unixcxr.inference.reference import released_sample
 
 
 def main(quick: bool = False, preset: str = "small", prompt_tokens: int = 120, batch: int = 2) -> dict:
@@ -90,7 +90,7 @@ def sweep(model, base: SamplerSettings, report: list[int], quick: bool) -> dict:
 def token_ratio(settings: SamplerSettings, prompt_lengths: list[int], latent_tokens: int) -> float:
     """Decoder tokens the released scheme runs over the tokens ours runs, for these prompts: the
     speed-up that equal outputs allow when a token costs the same in both (attention aside).
-    Released, per step: [bos] prompt [eos] [soi] latents [eoi] once per pass (flow.reference: a pass
+    Released, per step: [bos] prompt [eos] [soi] latents [eoi] once per pass (inference.reference: a pass
     per branch whose scale counts; the no-text pass has a two-token prompt here, and under the
     released rule without an input image the image pass re-runs the conditional sequence). Ours:
     each branch's prompt once, then per step only the latent block of each branch it needs."""

@@ -14,7 +14,7 @@ import time
 
 from unixcxr.data.synthcxr import describe_study, generate_dataset, render_study
 
-TARGET = 50.0  # images/s on 2 cores at 256 px, with JPEG writing (SYNTHCXR.md asks for thousands a minute)
+TARGET = 50.0  # images/s on 2 cores at 256 px, with JPEG writing (the goal: thousands of studies a minute)
 
 
 def cpu_seconds() -> float:

@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from unixcxr.data.batches import GenerationExample, UnderstandingExample, make_batch  # noqa: E402
-from unixcxr.flow.reference import released_sample  # noqa: E402
 from unixcxr.flow.sampler import SamplerSettings  # noqa: E402
 from unixcxr.inference.continuous import ReportRequest, decode_continuously  # noqa: E402
 from unixcxr.inference.images import generate_latents  # noqa: E402
+from unixcxr.inference.reference import released_sample  # noqa: E402
 from unixcxr.inference.report import DecodingSettings, generate_reports, generate_reports_uncached  # noqa: E402
 from unixcxr.model.config import preset  # noqa: E402
 from unixcxr.model.sequence import collate, understanding_layout  # noqa: E402
@@ -90,8 +90,10 @@ def decode_checks(model, device, out, quick):
         # a random model's logits are nearly flat, so bf16 rounding can flip a greedy token and the
         # reports part ways after it: the first decode step (same input token) shows the step's own
         # difference; in float32 (no TF32 for matmuls) every token must agree
+        # static=True: on a GPU the graphed decoder (a graph needs the fixed-shape step anyway); on a
+        # CPU, where nothing is captured, the fixed-shape step a graph would replay, run eagerly
         graphed, graphed_logits = generate_reports(model, img.to(model.lm_head.weight.dtype), [prompt], s,
-                                                   return_logits=True)
+                                                   return_logits=True, static=True)
         eager, eager_logits = generate_reports(model, img.to(model.lm_head.weight.dtype), [prompt], s,
                                                return_logits=True, cuda_graphs=False)
         a, b = torch.cat(graphed_logits), torch.cat(eager_logits)

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from unixcxr.evaluate.iu_agreement import SCORED, iu_cases, measure, negation_matcher  # noqa: E402
-from unixcxr.evaluate.labeler import label_reports  # noqa: E402
+from unixcxr.labeler import label_reports  # noqa: E402
 
 
 def table(mapping: str, now: dict, baseline: dict, before: dict | None) -> str:

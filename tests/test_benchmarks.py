@@ -61,7 +61,10 @@ def test_the_gpu_check_script_runs_its_whole_path_on_a_cpu(tmp_path):
     # put a later step above 1)
     assert all(math.isfinite(r["mfu_vs_measured_peak"]) for r in result["training"].values())
     assert result["continuous_useful_tokens_per_second"] > 0 and result["grouped_useful_tokens_per_second"] > 0
-    assert result["decode_graphed_equals_eager_16_tokens"] is True  # on a CPU both are the eager decoder
+    # on a CPU the "graphed" side is the fixed-shape step a graph replays, run eagerly (the growing
+    # cache on the other side): a broken DecodeStep shows here before a GPU run
+    assert result["decode_graphed_equals_eager_16_tokens"] is True
+    assert result["decode_graphed_vs_eager_rel_difference"] < 1e-5  # float32: the same logits, not only tokens
     assert result["decode_first_different_token"] is None
     assert set(result["sampler_images_per_second"]) == {"1", "4", "8"}
     assert set(result["rms_norm_bf16"]) == {"8192x2048", "131072x128", "1x2048"}

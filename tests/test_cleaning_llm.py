@@ -18,7 +18,7 @@ from unixcxr.data.cleaning.llm import ChatClient, LLMConfig, LLMError, parse_ret
 from unixcxr.data.cleaning.prompts import CLEANED_HEADING, DRAFT_HEADING, ORIGINAL_HEADING, PREVIOUS_HEADING
 from unixcxr.data.cleaning.rewrite import LLMStage
 from unixcxr.data.cleaning.rules import clean_report
-from unixcxr.evaluate.labeler import label_report
+from unixcxr.labeler import label_report
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 PASS = json.dumps({"added": [], "dropped": [], "changed": [], "verdict": "pass"})

@@ -14,7 +14,7 @@ from unixcxr.data.cleaning.rules import clean_report, clean_sentence, find_noise
 from unixcxr.data.cleaning.sections import extract_sections, split_sentences
 from unixcxr.data.iu import iter_iu_reports
 from unixcxr.data.synthcxr import generate_dataset
-from unixcxr.evaluate.labeler import label_report
+from unixcxr.labeler import label_report
 
 MIMIC_RAW = """\
                                  FINAL REPORT

@@ -6,13 +6,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from test_data_loaders import write_mimic_fixture
 from unixcxr.cli import main
 from unixcxr.data.iu import iter_iu_reports
-from unixcxr.data.tokenizer import (
+from unixcxr.model.config import TokenConfig
+from unixcxr.model.tokenizer import (
     RELEASED_SPECIAL_TOKENS,
     ReportTokenizer,
     SpecialTokens,
     TokenizerError,
 )
-from unixcxr.model.config import TokenConfig
 
 OWN_IDS = SpecialTokens(bos=0, eos=1, pad=2, start_of_image=3, end_of_image=4)
 

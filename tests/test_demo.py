@@ -2,17 +2,64 @@
 trained model folder is usable at once, and report.html opens in headless Chromium with every
 image loaded and every table filled."""
 
+import re
 import shutil
 
 import pytest
 
 from unixcxr.cli import main
+from unixcxr.demo.report import target_rows
 from unixcxr.pipeline import UniXPipeline
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--window-size=1300,2000",
          "--host-resolver-rules=MAP * ~NOTFOUND"]  # a local file: nothing to reach
+
+
+def _table_rows(md: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in md.splitlines()
+            if line.startswith("|")]
+
+
+def _judge(measured: str, wanted: str) -> str | None:
+    """The verdict a target's shown measurement earns: "0.83" against "< 0.50", "+0.02" against ">= +0.15";
+    None when the rounded number shown equals the bound (the unrounded one decides)."""
+    value, (op, bound) = float(re.match(r"[+-]?\d+(\.\d+)?", measured).group()), wanted.split()
+    if value == float(bound):
+        return None
+    return "met" if (value >= float(bound) if op == ">=" else value < float(bound)) else "NOT met"
+
+
+def _metrics(model_f1: float, baseline_f1: float, fd: float, round_trip: float) -> dict:
+    """The parts of an evaluation's metrics that the targets read."""
+    def block(f1):
+        scores = {"micro_f1_14": f1, "micro_f1_5": f1, "macro_f1_14": f1}
+        return {"label_f1": {"uncertain_as_positive": scores, "uncertain_as_negative": scores},
+                "text": {"bleu_4": 0.0, "rouge_l": 0.0}}
+
+    return {"reports": {"model": block(model_f1), "most_common_report": block(baseline_f1),
+                        "nearest_neighbour_pixels": block(baseline_f1 / 2)},
+            "images": {"fd": fd},
+            "round_trip": {"label_f1_vs_prompt": {"uncertain_as_positive": {"micro_f1_14": round_trip}}}}
+
+
+EXAMPLE = _metrics(0.5, 0.4, 10.0, 0.3)
+
+
+@pytest.mark.parametrize("trained, verdicts", [
+    (_metrics(0.80, 0.60, 40.0, 0.60), ["met"] * 4),
+    (_metrics(0.70, 0.50, 49.9, 0.50), ["met"] * 4),  # at the bounds (FD must be strictly below half)
+    (_metrics(0.50, 0.40, 50.0, 0.20), ["NOT met"] * 4),
+    (_metrics(0.69, 0.60, 50.0, 0.49), ["NOT met"] * 4),
+    (_metrics(0.90, 0.80, 60.0, 0.90), ["met", "NOT met", "NOT met", "met"]),
+])
+def test_each_target_is_met_exactly_when_its_measurement_reaches_it(trained, verdicts):
+    untrained = _metrics(0.1, 0.1, 100.0, 0.0)
+    rows = target_rows(trained, untrained)
+    assert [row[3] for row in rows] == verdicts
+    shown = [_judge(row[1], row[2]) for row in rows]  # the numbers shown say the same
+    assert [s for s in shown if s is not None] == [v for v, s in zip(verdicts, shown) if s is not None]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +81,11 @@ def test_demo_leaves_a_model_that_reads_and_draws(demo):
     html = (demo / "report.html").read_text()
     for figure in ("eval/per_class_f1.png", "eval/real_vs_generated.png"):  # the evaluation's pictures, embedded
         assert (demo / figure).is_file() and f"src='{figure}'" in html and f"({figure})" in md
-    verdicts = [line.rsplit("|", 2)[-2].strip() for line in md.splitlines() if line.startswith("| FD trained / FD")]
-    assert verdicts and verdicts[0] in ("met", "NOT met")  # every target judged, whatever a 2-minute run reaches
+    # every target judged, and judged by its own measurement (whatever a 2-minute run reaches)
+    targets = [row for row in _table_rows(md) if len(row) == 4 and row[3] in ("met", "NOT met")]
+    assert [row[0] for row in targets] == [name for name, *_ in target_rows(EXAMPLE, EXAMPLE)]
+    for name, measured, wanted, verdict in targets:
+        assert _judge(measured, wanted) in (verdict, None), (name, measured, wanted, verdict)
 
 
 @pytest.mark.slow

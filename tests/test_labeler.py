@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unixcxr.evaluate.labeler import clean_report, label_report, label_reports
+from unixcxr.labeler import clean_report, label_report, label_reports
 from unixcxr.labels import OBSERVATIONS
 
 CASES_FILE = Path(__file__).parent / "data" / "labeler_cases.tsv"

@@ -16,7 +16,7 @@ from unixcxr.evaluate.iu_agreement import (
     mesh_observations,
     negation_matcher,
 )
-from unixcxr.evaluate.labeler import label_reports
+from unixcxr.labeler import label_reports
 from unixcxr.labels import OBSERVATIONS
 
 # Measured on 2026-12-07 (macro F1 over the 11 observations, uncertain as present / as absent):

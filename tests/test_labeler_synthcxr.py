@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unixcxr.evaluate.labeler import label_report
+from unixcxr.labeler import label_report
 from unixcxr.labels import OBSERVATIONS
 
 synthcxr = pytest.importorskip("unixcxr.data.synthcxr")

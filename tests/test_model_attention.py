@@ -1,4 +1,6 @@
-"""The mask rules of UNIX.md section 3, checked on the network's real outputs."""
+"""The attention rules of the model (docs/model.md), checked on the network's real outputs: text is
+causal, an image block attends within itself and shares one RoPE position, noisy latents are hidden
+from every text token, and padding changes no real token."""
 
 import torch
 

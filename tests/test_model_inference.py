@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from unixcxr.flow.reference import released_sample
 from unixcxr.flow.sampler import COND, NO_TEXT, SamplerSettings, euler_sample, guide
 from unixcxr.inference.images import generate_latents
+from unixcxr.inference.reference import released_sample
 from unixcxr.inference.report import (
     DecodingSettings,
     generate_reports,

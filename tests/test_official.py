@@ -32,7 +32,7 @@ SPECIAL = {"<|im_start|>": 100000, "<|im_end|>": 100001, "<|vision_start|>": 100
            "<|vision_end|>": 100580, "<｜▁pad▁｜>": 100015}
 
 
-# --- the released layout, written from OFFICIAL_CHECKPOINT.md ------------------------------------------
+# --- the released layout, as docs/checkpoint-layout.md lists it ------------------------------------------
 def official_model_shapes() -> dict[str, tuple]:
     s = {"language_model.model.embed_tokens.weight": (VOCAB, H)}
     q, kv = HEADS * HEAD_DIM, HEADS * HEAD_DIM

@@ -3,12 +3,14 @@ report an image, with the model's own preprocessing, special ids and the release
 A tiny random model: the outputs are noise, the wiring is checked exactly."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import unixcxr.pipeline as pipeline_module
 from test_data_images import write_dicom
 from unixcxr.cli import main
 from unixcxr.data.images import letterbox
@@ -74,10 +76,32 @@ def test_streamed_pieces_join_to_the_report(pipe, radiograph):
     assert len(pieces) > 1
 
 
-def test_a_stream_closed_early_stops_decoding(pipe, radiograph):
-    stream = pipe.stream_report(radiograph, max_new_tokens=200)
+def test_a_stream_closed_early_stops_decoding(pipe, radiograph, monkeypatch):
+    """The decoder is held to the reader's pace (one token ahead at most), so a reader that closes
+    after the first piece leaves the decoding a step or two from the start: it must end there, by the
+    stop, not run on to max_new_tokens."""
+    real, consumed = pipeline_module.generate_reports, threading.Semaphore(0)
+    steps, finished = [], []
+
+    def paced(*args, on_token, **kwargs):
+        def gated(token):
+            on_token(token)  # raises once the reader has gone: that is the stop under test
+            steps.append(int(token[0]))
+            consumed.acquire(timeout=0.25)  # no reader: a stop that fails still ends, slowly
+        out = real(*args, on_token=gated, **kwargs)
+        finished.append(True)
+        return out
+
+    decode = pipe.tokenizer.decode
+    monkeypatch.setattr(pipeline_module, "generate_reports", paced)
+    monkeypatch.setattr(pipe.tokenizer, "decode", lambda ids: consumed.release() or decode(ids))
+    assert len(list(pipe.stream_report(radiograph, max_new_tokens=TOKENS))) > 1 and finished == [True]
+    assert len(steps) > 4  # read to the end, the decoding runs well past where the stop will act
+    steps.clear(), finished.clear()
+    stream = pipe.stream_report(radiograph, max_new_tokens=TOKENS)
     next(stream)
-    stream.close()  # joins the decoding thread: returns only because decoding stopped
+    stream.close()  # joins the decoding thread
+    assert not finished and len(steps) <= 3
 
 
 def test_an_empty_instruction_is_refused(pipe, radiograph):
@@ -236,3 +260,16 @@ def test_generate_command_explains_bad_input(folder, tmp_path, capsys):
     assert "no report or annotated_prompt column" in capsys.readouterr().err
     assert main(["generate", "--model", str(folder), "FINDINGS: x"]) == 2
     assert "-o OUT.png" in capsys.readouterr().err
+
+
+def test_generate_help_quotes_the_released_preset(capsys):
+    """The help's "released: ..." numbers are the sampler's own released preset (flow/presets.py)."""
+    from unixcxr.flow.sampler import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    shown, r = " ".join(capsys.readouterr().out.split()), PRESETS["released"]
+    for text in (f"(released: {r.num_points} = {r.num_points - 1} Euler steps)", f"released: {r.num_points - 1})",
+                 f"(released: {r.cfg_text})", f"(released: {r.cfg_img})", f"(released: {r.shift})",
+                 "(released: {} {})".format(*r.cfg_interval)):
+        assert text in shown, text

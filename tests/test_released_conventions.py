@@ -15,9 +15,9 @@ from PIL import Image
 from test_official import write_official_folder
 from unixcxr.cli import main
 from unixcxr.flow.matching import timestep_grid
-from unixcxr.flow.reference import released_sample
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, PRESETS, SamplerSettings, euler_sample, guide
-from unixcxr.inference.images import encode_prompts, generate_latents, predict_velocity, prefix_layout
+from unixcxr.inference.images import VelocityStep, encode_prompts, generate_latents, prefix_layout
+from unixcxr.inference.reference import released_sample
 from unixcxr.inference.report import _layouts
 from unixcxr.model.config import RELEASED_CONVENTIONS, ConventionsConfig
 from unixcxr.model.io import load_model_folder
@@ -73,7 +73,9 @@ def test_released_unconditional_branch_sees_no_token_and_sits_at_position_zero(p
     x_t = torch.randn(1, model.config.vae.latent_channels, 4, 4, generator=torch.Generator().manual_seed(0))
     report = pipe.tokenizer.encode("FINDINGS: Small effusion.")
     cache = encode_prompts(model, [report], 16, branches=(COND, NO_TEXT))
-    preds = predict_velocity(model, cache, x_t, 0.7, (COND, NO_TEXT))
+    step = VelocityStep(model, cache, 1, (4, 4), (COND, NO_TEXT))  # the sampler's step, both branches at once
+    with torch.no_grad():
+        preds = dict(zip((COND, NO_TEXT), step(x_t, torch.tensor([0.7])).chunk(2)))
     expected = _block_alone(model, x_t, 0.7)
     torch.testing.assert_close(preds[NO_TEXT], expected, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(preds[COND], expected, atol=1e-4)  # the report does change the prediction

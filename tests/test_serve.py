@@ -8,7 +8,6 @@ import io
 import logging
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,11 +16,13 @@ import pytest
 from PIL import Image
 
 from test_data_images import write_dicom
+from unixcxr.flow.sampler import PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.app import BackgroundServer, build_app
 from unixcxr.serve.batcher import Batcher, QueueFull
 from unixcxr.serve.demo_model import write_demo_model_folder
-from unixcxr.serve.service import ServeLimits
+from unixcxr.serve.service import ModelService, ServeLimits
+from unixcxr.validation import InvalidValue
 
 TOKENS = 8
 LIMITS = ServeLimits(max_upload_bytes=200_000, max_batch=4, max_queue=64)
@@ -134,6 +135,28 @@ def test_logs_carry_no_report_or_prompt_text(server, caplog):
         assert secret not in logged
 
 
+def test_the_generation_sliders_span_exactly_what_the_service_accepts(pipe):
+    """The web app's sliders and the service read one source: every slider value is accepted, a step
+    past either end is refused, and the sliders start at the released settings."""
+    from unixcxr.serve.ui import generation_sliders
+
+    service = ModelService(pipe, LIMITS)
+    try:
+        ranges = generation_sliders(LIMITS)
+        assert set(ranges) == {"steps", "cfg_text"}
+        for name, (lo, hi, value) in ranges.items():
+            step = 1 if name == "steps" else 0.1
+            for accepted in (lo, hi, value):
+                service.check_generate_request("FINDINGS: Clear.", **{name: accepted})
+            for refused in (lo - step, hi + step):
+                with pytest.raises(InvalidValue):
+                    service.check_generate_request("FINDINGS: Clear.", **{name: refused})
+        released = PRESETS["released"]
+        assert (ranges["steps"][2], ranges["cfg_text"][2]) == (released.num_points, released.cfg_text)
+    finally:
+        service.close()
+
+
 # --- the queue ---------------------------------------------------------------------------------------
 def test_waiting_requests_with_the_same_settings_run_as_one_batch():
     calls, gate = [], threading.Event()
@@ -156,8 +179,9 @@ def test_a_full_queue_refuses_at_once_and_a_failing_batch_fails_only_its_callers
         return items
 
     batcher = Batcher(run, max_batch=8, max_queue=2)
-    batcher.run_alone(gate.wait)
-    time.sleep(0.2)  # the worker has taken the blocker: the queue is empty again
+    taken = threading.Event()
+    batcher.run_alone(lambda: taken.set() or gate.wait())
+    assert taken.wait(timeout=10)  # the worker has taken the blocker: the queue is empty again
     bad, good = batcher.submit("bad", 1), batcher.submit("ok", 2)
     with pytest.raises(QueueFull):
         batcher.submit("ok", 3)

@@ -8,9 +8,9 @@ import torch
 from unixcxr.data.images import letterbox
 from unixcxr.data.prompts import REPORT_INSTRUCTIONS, asks_findings_only
 from unixcxr.data.synthcxr import generate_dataset
-from unixcxr.data.tokenizer import ReportTokenizer
 from unixcxr.model.config import tiny
 from unixcxr.model.sequence import IGNORE, TEXT
+from unixcxr.model.tokenizer import ReportTokenizer
 from unixcxr.model.vae import LatentVAE
 from unixcxr.train.builders import GenerationBuilder, UnderstandingBuilder
 from unixcxr.train.data import BatchPlan, film_cache, latent_cache, load_items, micro_batches, tokenize

@@ -1,5 +1,5 @@
 """The 14 CheXpert observations: one source of truth for their names and order
-(see METRICS.md). Label values: 1 positive, 0 negative, -1 uncertain, None blank."""
+(see docs/metrics.md). Label values: 1 positive, 0 negative, -1 uncertain, None blank."""
 
 from __future__ import annotations
 

@@ -34,7 +34,6 @@ from unixcxr.data.images import (
     to_vae_tensor,
 )
 from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
-from unixcxr.data.tokenizer import ReportTokenizer, SpecialTokens
 from unixcxr.flow.sampler import PRESETS, SamplerSettings
 from unixcxr.inference.field_names import Generators, generator_noise, grid_points, text_guidance, weights_dtype
 from unixcxr.inference.images import generate_latents
@@ -46,6 +45,7 @@ from unixcxr.model.card import read_card_facts, read_front_matter
 from unixcxr.model.config import TokenConfig
 from unixcxr.model.io import ModelFolderError, load_model_folder, resolve_model_folder, save_model_folder
 from unixcxr.model.official import is_official_folder, load_official_folder
+from unixcxr.model.tokenizer import ReportTokenizer, SpecialTokens
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import LatentVAE, to_uint8, to_uint8_truncated
 from unixcxr.validation import check, check_interval, check_seeds

@@ -23,6 +23,8 @@ SEED_MAX = 2**63 - 1  # a signed 64-bit seed: torch.Generator takes it, and so d
 MAX_STEPS = 10_000  # sampler grid points: beyond this a run takes days and gains nothing
 MAX_GUIDANCE = 20.0  # guidance scales used in practice are 1-10; above ~20 the velocity explodes
 MAX_SHIFT = 100.0
+# How guidance branches combine (flow.sampler.SamplerSettings.guidance, a model's conventions.guidance)
+GUIDANCE_RULES = ("unixcxr", "released")
 
 
 class InvalidValue(ValueError):

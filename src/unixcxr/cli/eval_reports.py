@@ -13,7 +13,7 @@ from unixcxr.cli.outputs import check_output_file
 EPILOG = """\
 --pred and --ref are CSV / TSV / JSONL files with an id column and a report column; reports are
 matched by id (ids found in only one file are counted and left out). Both sides are labelled with
-the same labeler, then scored as METRICS.md defines: Micro/Macro F1 over 14 and top-5
+the same labeler, then scored as the UniX evaluation does (docs/metrics.md): Micro/Macro F1 over 14 and top-5
 observations with uncertain counted as negative and as positive, per-class F1, example-based
 P/R/F1, BLEU-1..4 and ROUGE-L. RadGraph F1 only with --radgraph (a local RadGraph model folder).
 

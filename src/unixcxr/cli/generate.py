@@ -10,8 +10,12 @@ from pathlib import Path
 from unixcxr.cli import CliError, check_options
 from unixcxr.cli.outputs import IMAGE_FORMATS, check_output_file, check_output_folder, write_image
 from unixcxr.cli.report import add_model_arguments, load_pipeline
+from unixcxr.flow.presets import preset_values
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.validation import SEED_MAX, InvalidValue
+
+RELEASED = preset_values("released")  # the numbers the help quotes
+RELEASED_POINTS = RELEASED["num_points"]
 
 TEXT_COLUMNS = ("report", "annotated_prompt")  # ours, and the CheXGenBench / LLaVA-Rad test CSV
 ID_COLUMNS = ("id", "dicom_id", "image_id", "path")  # first present one names each output file
@@ -53,15 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out-dir", type=Path, help="folder for the images of several reports (--prompts)")
     parser.add_argument("--settings", default=None, choices=SAMPLER_PRESETS,
                         help="sampler preset (default: the model's own, released for the authors' weights)")
-    parser.add_argument("--steps", type=int, help="sampling grid points (released: 50 = 49 Euler steps)")
+    parser.add_argument("--steps", type=int,
+                        help=f"sampling grid points (released: {RELEASED_POINTS} = {RELEASED_POINTS - 1} Euler steps)")
     parser.add_argument("--num-inference-steps", type=int,
-                        help="Euler steps, as diffusers counts them (= --steps - 1; released: 49)")
-    parser.add_argument("--cfg-text", type=float, help="text guidance scale (released: 2.0)")
+                        help=f"Euler steps, as diffusers counts them (= --steps - 1; released: {RELEASED_POINTS - 1})")
+    parser.add_argument("--cfg-text", type=float, help=f"text guidance scale (released: {RELEASED['cfg_text']})")
     parser.add_argument("--guidance-scale", type=float, help="diffusers' name for --cfg-text")
-    parser.add_argument("--cfg-img", type=float, help="image guidance scale (released: 1.0)")
+    parser.add_argument("--cfg-img", type=float, help=f"image guidance scale (released: {RELEASED['cfg_img']})")
     parser.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"),
-                        help="guidance applied while LO < t <= HI (released: 0.4 1.0)")
-    parser.add_argument("--shift", type=float, help="timestep shift (released: 3.0)")
+                        help="guidance applied while LO < t <= HI (released: {} {})".format(*RELEASED["cfg_interval"]))
+    parser.add_argument("--shift", type=float, help=f"timestep shift (released: {RELEASED['shift']})")
     parser.add_argument("--size", type=int, help="image side in pixels (default: the model's, 512 for UniX)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"base seed (default {DEFAULT_SEED})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,

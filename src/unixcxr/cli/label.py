@@ -42,7 +42,7 @@ def make_labeler(args: argparse.Namespace):
     """A callable texts -> list of label dicts for the chosen backend; CliError on bad arguments."""
     check_options(args, "batch_size")
     if args.backend == "rules":
-        from unixcxr.evaluate.labeler import label_reports
+        from unixcxr.labeler import label_reports
 
         return lambda texts: label_reports(texts, progress=True)
     from unixcxr.evaluate.chexbert import CheXbertError, CheXbertLabeler

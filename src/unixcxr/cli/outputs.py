@@ -52,7 +52,7 @@ def check_output_folder(path: Path, option: str) -> Path:
 
 def write_image(path: Path, image) -> None:
     """A Pillow image written atomically in the format its suffix names (x.jpg holds JPEG bytes)."""
-    from unixcxr.data.shards import atomic_output
+    from unixcxr.files import atomic_output
 
     fmt = IMAGE_FORMATS[path.suffix.lower()]
     with atomic_output(path) as tmp:

@@ -81,8 +81,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_pipeline(args: argparse.Namespace):
     import torch
 
-    from unixcxr.data.tokenizer import TokenizerError
     from unixcxr.model.io import ModelFolderError
+    from unixcxr.model.tokenizer import TokenizerError
     from unixcxr.pipeline import UniXPipeline
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]

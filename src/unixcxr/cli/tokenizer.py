@@ -8,7 +8,7 @@ from pathlib import Path
 
 from unixcxr.cli import CliError
 from unixcxr.data.reports import DataError, StudyRecord, format_report
-from unixcxr.data.tokenizer import (
+from unixcxr.model.tokenizer import (
     DEFAULT_MIN_FREQUENCY,
     DEFAULT_VOCAB_SIZE,
     SPECIAL_TOKEN_NAMES,

@@ -33,7 +33,7 @@ CHEXPERT_CSV = "mimic-cxr-2.0.0-chexpert.csv"
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv"
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 IMAGE_SUFFIX = ".jpg"
-LAYOUT_HINT = "DATA_DIR must follow the MIMIC-CXR-JPG layout (see SYNTHCXR.md); generate one with SynthCXR"
+LAYOUT_HINT = "DATA_DIR must follow the MIMIC-CXR-JPG layout (see docs/synthcxr.md); generate one with SynthCXR"
 
 
 def find_csv(root: Path, name: str, required: bool = True) -> Path | None:

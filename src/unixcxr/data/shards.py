@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import tarfile
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from unixcxr.data.images import ImageLoadError, letterbox, load_image, pil_to_unit, to_uint8
 from unixcxr.data.reports import SPLITS, DataError, StudyRecord
+from unixcxr.files import FILE_MODE, atomic_output
 
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
@@ -35,7 +35,6 @@ DEFAULT_SHARD_SIZE = 1000  # ~50 MB of 256 px PNGs: large sequential reads, many
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 JPEG_QUALITY = 95
 POOL_CHUNKSIZE = 8  # images per task sent to a worker process
-FILE_MODE = 0o644
 TAR_MTIME = 0  # fixed member times: the same inputs give byte-identical shards
 
 
@@ -75,21 +74,6 @@ class ShardIndex:
                             "re-run `unixcxr prepare`")
         raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
         return cls(**raw)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from unixcxr.data.cleaned import CleanedReports
+from unixcxr.data.datasets import load_records
 from unixcxr.data.images import ImageLoadError, load_image, pil_to_unit
+from unixcxr.data.llava import load_generation_csv, load_understanding_json
 from unixcxr.data.reports import SPLITS, DataError, StudyRecord, format_report
 from unixcxr.data.shards import INDEX_FILE, ShardIndex, sample_metadata
 from unixcxr.labels import OBSERVATIONS
@@ -161,8 +163,6 @@ class DataSource:
         """The samples an annotation file names (CheXGenBench / LLaVA-Rad CSV, or LLaVA JSON), with
         its text as their findings and, from a CSV, its labels. Images are found by image id among
         all of the data set's samples (an annotation split need not follow the data's own split)."""
-        from unixcxr.data.llava import load_generation_csv, load_understanding_json
-
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such annotation file; give a CheXGenBench CSV (path, annotated_prompt, "
@@ -194,8 +194,6 @@ class DataSource:
 
     # --- readers -----------------------------------------------------------------------------------------
     def _folder_samples(self, split: str) -> list[Sample]:
-        from unixcxr.data.datasets import load_records
-
         samples = []
         for record in load_records(self.root, splits=(split,), progress=self.progress):
             for i, path in enumerate(record.image_paths):

@@ -8,8 +8,6 @@ metrics.json and metrics.md are written last."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,14 +15,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from unixcxr.data.cleaning.records import ResumableWriter
-from unixcxr.data.shards import atomic_output
 from unixcxr.data.sources import DataSource, Sample
 from unixcxr.evaluate import figures
 from unixcxr.evaluate import image_metrics as im
 from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_reports
 from unixcxr.evaluate.image_features import build_extractor, extract_features
-from unixcxr.evaluate.labeler import label_reports
 from unixcxr.evaluate.report_metrics import label_f1, report_metrics
+from unixcxr.files import atomic_output, write_text
+from unixcxr.labeler import label_reports
 
 F1_COLUMNS = [(f"{kind}_f1_{n}", f"{kind.capitalize()}-F1-{n}") for kind in ("micro", "macro") for n in (14, 5)]
 MAPPINGS = (("uncertain_as_negative", "unc. -"), ("uncertain_as_positive", "unc. +"))
@@ -103,10 +101,7 @@ def image_files(samples: list[Sample], folder: Path) -> list[Path]:
 
 
 def _write_json(path: Path, payload) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(payload if isinstance(payload, str) else json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    write_text(path, payload if isinstance(payload, str) else json.dumps(payload, indent=2))
 
 
 def generate_reports(pipe, studies: list[Sample], files: list[Path], out: Path, s: BenchmarkSettings) -> list[str]:

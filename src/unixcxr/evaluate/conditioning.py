@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unixcxr.data.images import letterbox, to_uint8
 from unixcxr.data.sources import DataSource, Sample
 
 SIDES = ("none", "left", "right")
@@ -84,8 +85,6 @@ class SideReader:
 
 
 def films_of(samples: list[Sample], size: int) -> np.ndarray:
-    from unixcxr.data.images import letterbox, to_uint8
-
     return np.stack([to_uint8(letterbox(s.image.read(min_size=size), size)) for s in samples])
 
 

@@ -5,13 +5,13 @@ appear on every installation, and written atomically like every other output."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from unixcxr.data.images import letterbox, load_image, to_uint8
+from unixcxr.files import atomic_output
 from unixcxr.labels import OBSERVATIONS
 
 F1_CHART, GRID = "per_class_f1.png", "real_vs_generated.png"
@@ -24,9 +24,8 @@ GRID_TILE, GRID_COLUMNS, CAPTION_H = 160, 8, 14
 
 def _save(image: Image.Image, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from unixcxr.data.images import load_image
+from unixcxr.files import atomic_output
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 EFFNET_STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)  # EfficientNet-Lite0 blocks per stage
@@ -218,9 +218,6 @@ def extract_features(
         chunks.append(extractor(batch.to(device)).float().cpu().numpy())
     features = np.concatenate(chunks).astype(np.float32)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".npy", dir=cache.parent)
-        with os.fdopen(handle, "wb") as out:
+        with atomic_output(cache) as tmp, open(tmp, "wb") as out:
             np.save(out, features)
-        os.replace(tmp, cache)
     return features

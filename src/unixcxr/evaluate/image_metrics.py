@@ -1,4 +1,4 @@
-"""Image-generation metrics on feature vectors (CheXGenBench protocol, METRICS.md).
+"""Image-generation metrics on feature vectors (the CheXGenBench protocol; docs/metrics.md).
 
 - FD: Frechet distance between Gaussians fitted to real and generated features. The matrix
   square root term Tr((S1 S2)^1/2) is computed without scipy's sqrtm, exactly and stably:

@@ -40,7 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unixcxr.data.iu import iter_iu_reports
 from unixcxr.evaluate.report_metrics import f1_score
+from unixcxr.labeler import clean_report
 from unixcxr.labels import OBSERVATIONS, POSITIVE, UNCERTAIN
 
 (EC, CM, LO, LL, ED, CO, PN, AT, PX, PE, PO, FR, SD, NF) = OBSERVATIONS
@@ -115,8 +117,6 @@ def mesh_observations(terms: Iterable[str]) -> set[str]:
 
 def iu_cases(reports=None) -> list[Case]:
     """Every indexed IU report with text, as a Case (the installed torchxrayvision copy by default)."""
-    from unixcxr.data.iu import iter_iu_reports
-
     cases = []
     for report in reports if reports is not None else iter_iu_reports():
         if NO_INDEXING in report.mesh_major or not (report.findings or report.impression):
@@ -164,8 +164,6 @@ def negation_matcher(text: str) -> dict[str, int | None]:
     """A simple negation-aware keyword matcher (NegEx-like): a keyword per observation, negated
     when a negation word comes before it in its sentence; No Finding when nothing is positive.
     Reads the same sections as the labeler. The yardstick our labeler has to beat."""
-    from unixcxr.evaluate.labeler import clean_report
-
     labels: dict[str, int | None] = dict.fromkeys(OBSERVATIONS)
     for sentence in _SENTENCE_END.split(clean_report(text)):
         for name, pattern in _BASELINE_MENTION.items():

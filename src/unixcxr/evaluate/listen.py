@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unixcxr.data.shards import atomic_output
-from unixcxr.evaluate.labeler import label_reports
+from unixcxr.files import atomic_output
+from unixcxr.labeler import label_reports
 
 PROBES = (
     ("normal", "The lungs are clear. No pleural effusion or pneumothorax. The heart size is normal."),

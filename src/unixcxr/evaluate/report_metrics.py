@@ -1,4 +1,4 @@
-"""Report-generation metrics exactly as METRICS.md defines them (the UniX evaluation).
+"""Report-generation metrics as the UniX evaluation defines them (docs/metrics.md).
 
 Label F1: both reports are labelled (14 CheXpert observations), labels are mapped to binary twice -
 "uncertain as negative" (positive iff 1) and "uncertain as positive" (positive iff 1 or -1); blank
@@ -165,7 +165,7 @@ def report_metrics(
     ref_labels: Sequence[dict],
     radgraph: tuple[Path, str] | None = None,
 ) -> dict:
-    """Every report metric of METRICS.md for matched (generated, reference) report pairs."""
+    """Every report metric of the UniX evaluation (docs/metrics.md) for matched (generated, reference) report pairs."""
     if not (len(preds) == len(refs) == len(pred_labels) == len(ref_labels)):
         raise ValueError("generated reports, reference reports and their labels must have equal lengths")
     results = {"n_reports": len(preds), "label_f1": label_f1(pred_labels, ref_labels)}

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from unixcxr.evaluate.labeler import label_reports
 from unixcxr.evaluate.report_metrics import label_f1
+from unixcxr.labeler import label_reports
 
 
 class ReaderWriter(Protocol):

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from unixcxr.flow.matching import timestep_grid
-from unixcxr.model.config import GUIDANCE_RULES
-from unixcxr.validation import check, check_interval
+from unixcxr.flow.presets import DEFAULTS, PRESET_CHANGES
+from unixcxr.validation import GUIDANCE_RULES, check, check_interval
 
 COND, NO_TEXT, NO_IMAGE = "cond", "no_text", "no_image"
 
@@ -25,13 +25,14 @@ def _float32(x: float) -> float:
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    num_points: int = 50  # grid points; num_points - 1 Euler steps (the release's "50 steps")
-    cfg_text: float = 2.0
-    cfg_img: float = 1.0
-    cfg_interval: tuple[float, float] = (0.4, 1.0)  # guidance applied while lo < t <= hi
-    shift: float = 1.0
-    renorm: bool = False  # cap the guided velocity's norm at the conditional one's, per sample
-    renorm_min: float = 0.0  # lower bound of that cap's factor
+    # the values, and what each means: flow/presets.py
+    num_points: int = DEFAULTS["num_points"]
+    cfg_text: float = DEFAULTS["cfg_text"]
+    cfg_img: float = DEFAULTS["cfg_img"]
+    cfg_interval: tuple[float, float] = DEFAULTS["cfg_interval"]
+    shift: float = DEFAULTS["shift"]
+    renorm: bool = DEFAULTS["renorm"]
+    renorm_min: float = DEFAULTS["renorm_min"]
     # How branches combine (the model's conventions.guidance). "released", as the authors' code:
     # a scale counts only above 1, no guidance at all unless the text scale counts, and without an
     # input image the image-CFG branch is the text-conditioned prediction itself, so
@@ -87,16 +88,8 @@ class SamplerSettings:
         return self.cfg_text
 
 
-# Named presets. "released" and "demo" are the authors' settings: their evaluation (eval/ ->
-# inference/config.json: text 2.0, image 1.0, and interleave_inference's defaults for the rest:
-# shift 3.0, renorm on, min 0) and their demo (interleave_inference's defaults: text 3.0, image 1.5).
-# "unixcxr" is what our own models sample with by default (shift 1.0 = their training
-# distribution of t, no renorm).
-PRESETS = {
-    "released": SamplerSettings(cfg_text=2.0, cfg_img=1.0, shift=3.0, renorm=True),
-    "demo": SamplerSettings(cfg_text=3.0, cfg_img=1.5, shift=3.0, renorm=True),
-    "unixcxr": SamplerSettings(),
-}
+# Named presets: the authors' evaluation ("released") and demo settings, and ours (flow/presets.py)
+PRESETS = {name: SamplerSettings(**changes) for name, changes in PRESET_CHANGES.items()}
 
 
 def guide(preds: dict[str, torch.Tensor], settings: SamplerSettings) -> torch.Tensor:

@@ -12,6 +12,11 @@ import torch
 T = TypeVar("T")
 
 
+def can_capture(device: torch.device) -> bool:
+    """Whether steps on `device` are worth capturing at all (CUDA only; a capture may still fail)."""
+    return device.type == "cuda"
+
+
 def capture(fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     """Two warm-up calls of fn on a side stream (allocator, kernel choice), then one captured call:
     returns the graph and the output buffer each replay overwrites. The warm-ups run fn for real, so

@@ -12,7 +12,7 @@ from functools import partial
 import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, batch_settings, euler_sample
-from unixcxr.inference.graphs import capture, graphed_or_eager
+from unixcxr.inference.graphs import can_capture, capture, graphed_or_eager
 from unixcxr.model.attention import FULL_ATTENTION
 from unixcxr.model.cache import KVCache
 from unixcxr.model.embedders import apply_rotary
@@ -145,15 +145,6 @@ class GraphedStep:
 
 
 @torch.no_grad()
-def predict_velocity(model: UniX, cache: PromptCache, x_t: torch.Tensor, t: float,
-                     branches: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """x_t: [B, C, h, w] -> one velocity [B, C, h, w] per branch, all branches in one forward."""
-    step = VelocityStep(model, cache, x_t.shape[0], tuple(x_t.shape[-2:]), branches)
-    v = step(x_t, torch.tensor([t], device=x_t.device))
-    return dict(zip(branches, v.chunk(len(branches))))
-
-
-@torch.no_grad()
 def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSettings, grid: tuple[int, int],
                      images: torch.Tensor | None = None, generator: torch.Generator | None = None,
                      noise: torch.Tensor | None = None, progress=None, cuda_graphs: bool = True,
@@ -169,7 +160,7 @@ def generate_latents(model: UniX, reports: list[list[int]], settings: SamplerSet
     branches = batch_settings(settings, text_scales).guided_branches(images is not None)
     cache = encode_prompts(model, reports, h * w, images, branches)
 
-    use_graphs = cuda_graphs and noise.device.type == "cuda"
+    use_graphs = cuda_graphs and can_capture(noise.device)
     steps: dict[tuple[str, ...], VelocityStep | GraphedStep] = {}
 
     def velocity_fn(x, t, branches):

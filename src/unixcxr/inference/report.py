@@ -11,7 +11,7 @@ from functools import partial
 
 import torch
 
-from unixcxr.inference.graphs import capture, graphed_or_eager
+from unixcxr.inference.graphs import can_capture, capture, graphed_or_eager
 from unixcxr.model.cache import KVCache
 from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, SampleLayout, collate, understanding_layout
@@ -134,7 +134,7 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
     padded = not bool(key_valid[:, :Lp].all())
     position = batch.position[:, -1:] + 1  # [B, 1]
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    graphs = cuda_graphs and device.type == "cuda" and settings.max_new_tokens >= GRAPH_MIN_TOKENS
+    graphs = cuda_graphs and can_capture(device) and settings.max_new_tokens >= GRAPH_MIN_TOKENS
     static = graphs or bool(static)  # a graph needs the fixed-shape step
     step_fn = None  # the fixed-shape step, built at the first decode step
     tokens, step_logits = [], []

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from unixcxr.data.tokenizer import ReportTokenizer
+from unixcxr.model.tokenizer import ReportTokenizer
 
 INCOMPLETE_CHARACTER = "\ufffd"  # a byte-level piece that ends inside a multi-byte character
 

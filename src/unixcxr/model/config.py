@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from unixcxr.files import write_text
+from unixcxr.flow.presets import PRESET_CHANGES
+from unixcxr.validation import GUIDANCE_RULES
 
 
 @dataclass
@@ -107,10 +109,9 @@ class TokenConfig:
 
 
 PROMPT_CONTEXTS = ("bos_eos", "empty")
-GUIDANCE_RULES = ("unixcxr", "released")
 PREPROCESSING = ("letterbox", "released")
 UINT8_RULES = ("round", "truncate")
-SAMPLER_PRESETS = ("released", "demo", "unixcxr")  # names of flow.sampler.PRESETS
+SAMPLER_PRESETS = tuple(PRESET_CHANGES)  # names of flow.sampler.PRESETS: released, demo, unixcxr
 
 
 @dataclass
@@ -222,11 +223,7 @@ class UniXConfig:
         return cls(**kwargs).validate()
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> UniXConfig:

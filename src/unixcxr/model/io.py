@@ -29,10 +29,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unixcxr import __version__
-from unixcxr.data.shards import atomic_output
-from unixcxr.data.tokenizer import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, ReportTokenizer, SpecialTokens
+from unixcxr.files import atomic_output
 from unixcxr.model.card import CARD, card_facts, read_card_facts, render_card
 from unixcxr.model.config import RELEASED_CONVENTIONS, TokenConfig, UniXConfig
+from unixcxr.model.tokenizer import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, ReportTokenizer, SpecialTokens
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import (
     DIFFUSERS_CONFIG,

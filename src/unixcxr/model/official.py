@@ -18,6 +18,7 @@ import yaml
 from safetensors import safe_open
 from tqdm import tqdm
 
+from unixcxr.model.card import read_front_matter
 from unixcxr.model.config import (
     RELEASED_CONVENTIONS,
     GenerationConfig,
@@ -301,8 +302,6 @@ def convert_official(src: str | Path, dst: str | Path, progress: bool = False) -
     """Write a release folder as our model folder (model/io.py's layout: diffusers' vae/, the
     tokenizer with its transformers files, a model card), keeping the checkpoints' own dtypes. The
     card's licence is the release card's, when its README.md states one."""
-    from unixcxr.model.card import read_front_matter
-
     model, vae, tokenizer = load_official_folder(src, progress=progress)
     if tokenizer is None:
         raise OfficialCheckpointError(f"{Path(src) / TOKENIZER} is missing: download the tokenizer files too")

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-# Released tensors that inference never uses (documented in OFFICIAL_CHECKPOINT.md): the SigLIP
+# Released tensors that inference never uses (see docs/checkpoint-layout.md): the SigLIP
 # attention-pool head and a ViT position table of the BAGEL code path.
 UNUSED_MODEL_PREFIXES = ("vit_model.vision_tower.attn_pool.", "vit_pos_embed.")
 # Perceptual/discriminator loss weights stored in the VAE training checkpoint: never loaded.

@@ -53,6 +53,7 @@ def build_app(pipe: UniXPipeline, limits: ServeLimits = DEFAULT_LIMITS, log_text
               continuous: bool | None = None) -> FastAPI:
     """log_text: also log generated report text (off by default: reports are patient data).
     continuous: report requests join a running decode batch between tokens (None: on a CPU)."""
+    # gradio takes seconds to import: only a process that builds the app pays for it
     import gradio as gr
 
     from unixcxr.serve.ui import THEME, build_ui

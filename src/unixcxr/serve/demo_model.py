@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from unixcxr.data.tokenizer import ReportTokenizer
 from unixcxr.model.config import preset
 from unixcxr.model.io import save_model_folder
+from unixcxr.model.tokenizer import ReportTokenizer
 from unixcxr.model.unix import UniX
 from unixcxr.model.vae import LatentVAE
 

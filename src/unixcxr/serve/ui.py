@@ -19,10 +19,12 @@ from PIL import Image  # noqa: E402
 
 from unixcxr.data.images import to_uint8  # noqa: E402
 from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT, REPORT_INSTRUCTIONS  # noqa: E402
+from unixcxr.flow.presets import preset_values  # noqa: E402
 from unixcxr.serve.batcher import QueueFull  # noqa: E402
 from unixcxr.serve.service import ModelService, UploadError, decode_upload  # noqa: E402
-from unixcxr.validation import InvalidValue  # noqa: E402
+from unixcxr.validation import RULES, InvalidValue  # noqa: E402
 
+RELEASED = preset_values("released")  # the sliders start at the authors' evaluation settings
 IMAGE_HEIGHT = 400  # display size in pixels; small model outputs are scaled up
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 # System fonts only: the default theme would make every browser fetch fonts from the internet.
@@ -33,6 +35,13 @@ THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
 CACHE_LIFETIME_S = (1800, 1800)
 NOTICE = ("Research software: the reports and images are machine-generated and must not be used for "
           "diagnosis.")
+
+
+def generation_sliders(limits) -> dict[str, tuple]:
+    """(minimum, maximum, value) of the generation tab's sliders: exactly the range the service
+    accepts (unixcxr.validation's rules, the server's step limit), starting at the released values."""
+    return {"steps": (RULES["steps"].lo, limits.max_steps, RELEASED["num_points"]),
+            "cfg_text": (RULES["cfg_text"].lo, RULES["cfg_text"].hi, RELEASED["cfg_text"])}
 
 
 def _read_upload(path: str | None, service: ModelService):
@@ -97,8 +106,11 @@ def build_ui(service: ModelService) -> gr.Blocks:
                 with gr.Column():
                     text = gr.Textbox(label="Report", lines=8, elem_id="gen-text",
                                       placeholder="FINDINGS: Small left pleural effusion. ...")
-                    steps = gr.Slider(2, limits.max_steps, value=50, step=1, label="Sampling steps (released: 50)")
-                    cfg_text = gr.Slider(1.0, 10.0, value=2.0, step=0.1, label="Text guidance (released: 2.0)")
+                    ranges = generation_sliders(limits)
+                    steps = gr.Slider(*ranges["steps"], step=1,
+                                      label=f"Sampling steps (released: {RELEASED['num_points']})")
+                    cfg_text = gr.Slider(*ranges["cfg_text"], step=0.1,
+                                         label=f"Text guidance (released: {RELEASED['cfg_text']})")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     draw = gr.Button("Draw image", variant="primary", elem_id="gen-button")
                 with gr.Column():

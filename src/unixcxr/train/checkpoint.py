@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from unixcxr.files import atomic_output
 from unixcxr.model.config import UniXConfig
 from unixcxr.train.distributed import DistEnv, barrier, full_tensor, like_param
 from unixcxr.train.ema import EMA
@@ -108,16 +108,8 @@ def _save_file(path: Path, state: TrainingState, meta: dict, env: DistEnv) -> No
     tensors = {key: full_tensor(t.detach()).cpu().contiguous() for key, t in _tensors(state).items()}
     if not env.is_main:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, fsync=True) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
 
 
 def _save_sharded(path: Path, state: TrainingState, meta: dict, env: DistEnv) -> None:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from unixcxr.data.images import letterbox
 from unixcxr.data.images import to_uint8 as film_to_uint8
+from unixcxr.data.prompts import REPORT_INSTRUCTIONS, asks_findings_only
 from unixcxr.data.reports import DataError, format_report
 from unixcxr.data.sources import DataSource, ImageRef, Sample
 from unixcxr.train.distributed import DistEnv, barrier
@@ -161,8 +162,6 @@ class TextTokens:
 
 
 def tokenize(tokenizer, items: list[Sample], max_tokens: int) -> TextTokens:
-    from unixcxr.data.prompts import REPORT_INSTRUCTIONS, asks_findings_only
-
     def enc(texts: list[str]) -> list[list[int]]:
         return [ids[:max_tokens] for ids in tokenizer.encode_batch(texts)]
 

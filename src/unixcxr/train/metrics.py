@@ -18,6 +18,7 @@ import math
 import os
 from pathlib import Path
 
+from unixcxr.files import write_text
 from unixcxr.train.distributed import DistEnv
 
 log = logging.getLogger("unixcxr.train")
@@ -122,9 +123,7 @@ class MetricsLog:
         if not self.env.is_main or not self.path.is_file():
             return
         kept = [line for line in read_metrics(self.path, raw=True) if json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(line + "\n" for line in kept))
 
 
 def read_metrics(path: Path, raw: bool = False) -> list:

@@ -12,15 +12,16 @@ from dataclasses import asdict
 import torch
 from safetensors.torch import load_file
 
+from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.io import load_model_folder, resolve_model_folder, save_model_folder
 from unixcxr.model.unix import UniX
 from unixcxr.train.builders import GenerationBuilder, UnderstandingBuilder, vit_images
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, items_key, latent_cache, micro_batches, tokenize
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
 from unixcxr.train.loop import Trainer
-from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 from unixcxr.train.recipe import MODEL_STAGES
 from unixcxr.train.stages import (
@@ -130,8 +131,6 @@ def stage_data(ctx: RunContext, name: str, config: UniXConfig, tokenizer, split:
 
 def validator(ctx: RunContext, name: str, config: UniXConfig, model: UniX, loss_fn, tokenizer, grid):
     """The stage's Validator over the validate split, or None when the data has no such split."""
-    from unixcxr.data.prompts import DEFAULT_REPORT_PROMPT
-
     spec, stage, rt = SPECS[name], ctx.recipe.stage(name), ctx.recipe.runtime
     build, items = stage_data(ctx, name, config, tokenizer, "validate")
     if build is None:

@@ -5,11 +5,11 @@ curve and validation points). Drawn with matplotlib when it is installed, else w
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from unixcxr.files import atomic_output
 from unixcxr.train.metrics import read_metrics
 
 PANEL_W, PANEL_H, MARGIN = 480, 300, 48
@@ -50,12 +50,11 @@ def plot_series(series: dict[str, tuple[list, list]], out_png: Path, title: str 
                 labels: tuple[str, str] = ("train", "val")) -> Path:
     """One panel per name: a line of (x, y) points and a set of marked points (train / val curves by
     default; `labels` names them); written atomically."""
-    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp.png")
-    try:
-        _matplotlib(series, tmp, title, xlabel, labels)
-    except ImportError:
-        _pil(series, title, labels).save(tmp)
-    os.replace(tmp, out_png)
+    with atomic_output(out_png) as tmp:
+        try:
+            _matplotlib(series, tmp, title, xlabel, labels)
+        except ImportError:
+            _pil(series, title, labels).save(tmp, format="PNG")
     return Path(out_png)
 
 

@@ -23,8 +23,17 @@ import torch
 from unixcxr.data.reports import DataError
 from unixcxr.data.sources import DataSource
 from unixcxr.model.config import UniXConfig, preset
+from unixcxr.model.io import TOKENIZER, resolve_model_folder
+from unixcxr.model.sequence import collate, generation_layout, understanding_layout
+from unixcxr.model.tokenizer import ReportTokenizer
+from unixcxr.model.unix import UniX
+from unixcxr.model.vae import LatentVAE
+from unixcxr.model.vision import VisionEncoder
+from unixcxr.train.context import RunFolder, annotation_path, derive_config
 from unixcxr.train.distributed import FSDP_PRESETS
+from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, measure_peak_flops
 from unixcxr.train.recipe import MODEL_STAGES, Recipe, RecipeError
+from unixcxr.train.stages import SPECS, check_resolution, set_trainable
 
 GIB = 2**30
 ACTIVATION_BYTES = {"und_sft": 60.0, "gen_pretrain": 40.0, "gen_finetune": 40.0}  # bf16, fitted (above)
@@ -90,7 +99,6 @@ def check_inputs(recipe: Recipe, source: DataSource, names: list[str],
 def check_shapes(recipe: Recipe, config: UniXConfig) -> None:
     """Every stage's resolution fits the model (the ViT's input side, the VAE's factor, the latent
     position table): found before the first stage runs, not when its turn comes."""
-    from unixcxr.train.stages import SPECS, check_resolution
 
     for name in recipe.stage_names():
         stage = recipe.stage(name)
@@ -104,12 +112,6 @@ def check_shapes(recipe: Recipe, config: UniXConfig) -> None:
                                          f"factor {config.vae.downsample}")
         except ValueError as err:
             raise RecipeError(f"{recipe.source}: {err}") from None
-
-
-def annotation_path(value: str, data_root: Path) -> Path:
-    """A recipe's annotation file: absolute, or relative to the working directory, else to the data."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() or path.exists() else data_root / path
 
 
 # --- the plan -------------------------------------------------------------------------------------
@@ -142,14 +144,12 @@ def text_lengths(source: DataSource, tokenizer=None) -> tuple[float, float]:
 
 
 def _meta_model(config: UniXConfig):
-    from unixcxr.model.unix import UniX
 
     with torch.device("meta"):
         return UniX(config)
 
 
 def _micro_batch(config: UniXConfig, stage: str, micro: int, resolution: int, report: float, prompt: float):
-    from unixcxr.model.sequence import collate, generation_layout, understanding_layout
 
     s = config.tokens
     if stage == "und_sft":
@@ -168,7 +168,6 @@ def state_bytes(model, trainable: int, ema: bool) -> float:
 def plan_run(recipe: Recipe, config: UniXConfig, source: DataSource, gpus: int, machine: Machine | None,
              strategy: str, cpu_peak: float = 0.0, tokenizer=None) -> list[StagePlan]:
     """Per stage: steps, tokens, FLOPs, memory per device and wall time (see the module docstring)."""
-    from unixcxr.train.stages import SPECS, set_trainable
 
     report, prompt = text_lengths(source, tokenizer)
     model = _meta_model(config)
@@ -216,9 +215,6 @@ def _image_stage_plan(name: str, stage, config: UniXConfig, gpus: int, machine: 
     teacher not counted); memory not estimated (far below the model stages')."""
     if name == "tokenizer":
         return StagePlan(name, 0, 0, 0, 0, 0.0, 0.0, None, None, "seconds on a CPU")
-    from unixcxr.model.vae import LatentVAE
-    from unixcxr.model.vision import VisionEncoder
-    from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops
 
     resolution = stage.crop or stage.resolution if name == "vae" else config.vision.image_size
     with torch.device("meta"):
@@ -262,10 +258,6 @@ def dry_run(recipe_path: str | Path, data: str | Path, reports: str | Path | Non
             out: str | Path | None = None, gpus: int = 1, gpu: str = "h100") -> list[str]:
     """What `unixcxr train --dry-run` prints: the checks a real start makes, the data per split and the
     plan per stage. Writes nothing."""
-    from unixcxr.data.tokenizer import ReportTokenizer
-    from unixcxr.model.io import TOKENIZER, resolve_model_folder
-    from unixcxr.train.mfu import measure_peak_flops
-    from unixcxr.train.pipeline import RunFolder, derive_config
 
     recipe = Recipe.load(recipe_path)
     source = DataSource(data, reports)

@@ -22,6 +22,7 @@ from unixcxr.data.batches import TrainingBatch
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.unix import UniX, is_gen_parameter
 from unixcxr.train.loop import MicroBatch
+from unixcxr.train.mfu import count_training_flops
 
 REPA_PREFIX = "repa_projector."
 UNDERSTANDING, GENERATION = "understanding", "generation"
@@ -137,8 +138,6 @@ class DinoRepaEncoder(nn.Module):
     def flops_per_image(self) -> float:
         """Forward FLOPs of one film, counted by torch's FlopCounterMode over one real forward; cached."""
         if getattr(self, "_flops", None) is None:
-            from unixcxr.train.mfu import count_training_flops
-
             device = next(self.net.parameters()).device
             self._flops = count_training_flops(lambda: self(torch.zeros(1, self.SIZE, self.SIZE, device=device)))
         return self._flops

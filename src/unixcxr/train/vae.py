@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import asdict
 
 import numpy as np
@@ -26,16 +25,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unixcxr.evaluate.image_features import effnet_lite0
+from unixcxr.files import atomic_output, write_text
 from unixcxr.model.io import VAE_WEIGHTS, resolve_model_folder, vae_weights_file
 from unixcxr.model.vae import DIFFUSERS_WEIGHTS, LatentVAE, to_uint8
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, unwrap, wrap
 from unixcxr.train.loop import MicroBatch, Trainer
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
-from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 from unixcxr.train.validate import sample_sheet
 
@@ -52,8 +53,6 @@ class PerceptualLoss(nn.Module):
     def __init__(self, net: nn.Module | None = None, mean: float = 0.5, std: float = 0.5):
         super().__init__()
         if net is None:
-            from unixcxr.evaluate.image_features import effnet_lite0
-
             net = effnet_lite0().network
         self.net = net.eval().requires_grad_(False)
         self.mean, self.std = mean, std
@@ -206,16 +205,12 @@ def fit_latent_stats(vae: LatentVAE, films: np.ndarray, device: torch.device) ->
 
 
 def save_weights(vae: LatentVAE, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in vae.autoencoder.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in vae.autoencoder.state_dict().items()}, tmp)
 
 
 def _write_json(path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2))
 
 
 def copy_init_vae(ctx: RunContext) -> dict:

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unixcxr.evaluate.report_metrics import label_f1
+from unixcxr.flow.sampler import SamplerSettings
+from unixcxr.inference.images import generate_latents
+from unixcxr.inference.report import DecodingSettings, generate_reports
+from unixcxr.labeler import label_reports
 from unixcxr.model.unix import UniX
+from unixcxr.model.vae import to_uint8
 from unixcxr.train.distributed import DistEnv
 from unixcxr.train.loop import LossFn, MicroBatch
 
@@ -36,14 +42,9 @@ def unsharded(model: UniX):
         yield
 
 
-def label_micro_f1(generated: list[str], references: list[str]) -> float | None:
+def label_micro_f1(generated: list[str], references: list[str]) -> float:
     """Micro-F1 over the 14 observations (uncertain as negative), both sides labelled by our
-    rule-based labeler; None when the evaluation package is unavailable."""
-    try:
-        from unixcxr.evaluate.labeler import label_reports
-        from unixcxr.evaluate.report_metrics import label_f1
-    except ImportError:
-        return None
+    rule-based labeler."""
     scores = label_f1(label_reports(generated), label_reports(references))
     return scores["uncertain_as_negative"]["micro_f1_14"]
 
@@ -116,18 +117,14 @@ class Validator:
         return totals
 
     def reports(self, step: int) -> dict[str, float]:
-        from unixcxr.inference.report import DecodingSettings, generate_reports
-
         n = self.images.shape[0]
         ids = generate_reports(self.model, self.images, [self.prompt] * n,
                                DecodingSettings(max_new_tokens=self.max_new_tokens))
         texts = self.tokenizer.decode_batch(ids)
         out = {}
-        f1 = label_micro_f1(texts, self.references)
-        if f1 is not None:
-            out["micro_f1"] = f1
-            if self.baseline_report is not None:
-                out["micro_f1_baseline"] = label_micro_f1([self.baseline_report] * n, self.references)
+        out["micro_f1"] = label_micro_f1(texts, self.references)
+        if self.baseline_report is not None:
+            out["micro_f1_baseline"] = label_micro_f1([self.baseline_report] * n, self.references)
         if self.env.is_main:
             lines = [f"# step {step}: {n} validation images, greedy decoding; Micro-F1 {out.get('micro_f1')}"]
             for i, (gen, ref) in enumerate(zip(texts, self.references)):
@@ -136,10 +133,6 @@ class Validator:
         return out
 
     def pictures(self, step: int) -> None:
-        from unixcxr.flow.sampler import SamplerSettings
-        from unixcxr.inference.images import generate_latents
-        from unixcxr.model.vae import to_uint8
-
         generator = torch.Generator().manual_seed(self.seed)
         settings = SamplerSettings(num_points=self.sample_points)
         latents = generate_latents(self.model, self.prompts, settings, self.grid, generator=generator)

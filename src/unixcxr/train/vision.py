@@ -17,7 +17,6 @@ findings far better than a distilled ViT (docs/demo.md)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import asdict
 
 import torch
@@ -25,16 +24,20 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from unixcxr.evaluate.image_features import effnet_lite0
+from unixcxr.evaluate.report_metrics import MAPPINGS, binarize, f1_score
+from unixcxr.files import atomic_output
+from unixcxr.labeler import label_reports
 from unixcxr.labels import OBSERVATIONS
 from unixcxr.model.config import VisionConfig
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.builders import VAEBuilder
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
 from unixcxr.train.loop import MicroBatch, Trainer
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
-from unixcxr.train.pipeline import RunContext, TrainError
 from unixcxr.train.plots import plot_metrics
 
 TEACHER_STRIDE_16 = 3  # EfficientNet-Lite0 feature level with stride 16
@@ -46,8 +49,6 @@ class Teacher(nn.Module):
 
     def __init__(self):
         super().__init__()
-        from unixcxr.evaluate.image_features import effnet_lite0
-
         self.net = effnet_lite0().network.eval().requires_grad_(False)
         self.dim = self.net.feature_info[TEACHER_STRIDE_16]["num_chs"]
 
@@ -101,8 +102,6 @@ class LabelNet(nn.Module):
         super().__init__()
         from timm.layers import freeze_batch_norm_2d
 
-        from unixcxr.evaluate.image_features import effnet_lite0
-
         self.cfg = cfg
         self.vit = VisionEncoder(cfg, frozen_norms=False)
         tower = self.vit.vision_tower
@@ -122,9 +121,6 @@ class LabelNet(nn.Module):
 
 def report_labels(reports: list[str], progress: bool = False) -> torch.Tensor:
     """[N, 14] float targets from report texts: positive or uncertain -> 1, negative or blank -> 0."""
-    from unixcxr.evaluate.labeler import label_reports
-    from unixcxr.evaluate.report_metrics import MAPPINGS, binarize
-
     rows = label_reports(reports, progress=progress)
     return torch.from_numpy(binarize(rows, MAPPINGS["uncertain_as_positive"])).float()
 
@@ -141,8 +137,6 @@ class LabelLoss:
 
 def micro_f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """Micro-F1 of two [N, 14] 0/1 matrices (the evaluation's F1, pooled over every cell)."""
-    from unixcxr.evaluate.report_metrics import f1_score
-
     tp = float((predicted * target).sum())
     return f1_score(tp, float((predicted * (1 - target)).sum()), float(((1 - predicted) * target).sum()))
 
@@ -253,9 +247,7 @@ def vision_validator(ctx: RunContext, student: Student, teacher: Teacher):
 
 
 def save_vit(vit: VisionEncoder, path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in vit.state_dict().items()
              if not k.endswith("num_batches_tracked")}  # UniX holds a CNN's BatchNorms frozen: no counter
-    save_file(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file(state, tmp)

@@ -1,6 +1,6 @@
 """Report cleaning: raw radiology reports -> "FINDINGS: ... IMPRESSION: ..." without placeholders,
-comparisons to prior studies, communication statements, technique metadata or filler (UNIX.md
-section 7; the UniX authors never released theirs).
+comparisons to prior studies, communication statements, technique metadata or filler (as the
+UniX paper describes its cleaning; the UniX authors never released theirs).
 
 Two stages: `rules` (always on, offline, deterministic) and an optional LLM rewrite (`llm`, `prompts`,
 `judge`) checked by a judge call and by a deterministic label guard. `pipeline` runs them over a

@@ -1,6 +1,6 @@
 """The vocabulary of raw-report noise, in one place: what the rule stage removes or rewrites.
 
-Grouped by the kinds of noise UniX's cleaning removes (UNIX.md section 7): de-identification
+Grouped by the kinds of noise the UniX paper's cleaning removes (its data section): de-identification
 placeholders, comparisons to prior studies, communication statements, technique / view metadata and
 filler. Each group is a list of (pattern, replacement) pairs applied in order, or one detector.
 Patterns are case-insensitive unless noted; they act on one sentence at a time.

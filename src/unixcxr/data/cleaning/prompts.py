@@ -1,7 +1,7 @@
 """The prompts of the LLM stage: one rewrite prompt that states the cleaning rules, one judge
 prompt that checks a rewrite against its original and answers in JSON.
 
-UniX's own prompts (DeepSeek with a self-judgment loop, UNIX.md section 7) were never released;
+UniX's own prompts (DeepSeek with a self-judgment loop, as the paper describes) were never released;
 these state the same rules the rule stage applies, plus what rules cannot do (tense, grammar).
 The rule stage's draft goes in with the original so that the model edits rather than rewrites.
 """

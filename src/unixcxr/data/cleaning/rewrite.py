@@ -19,6 +19,7 @@ from unixcxr.data.cleaning.judge import FormatError, judge, parse_rewrite
 from unixcxr.data.cleaning.llm import ChatClient, LLMError
 from unixcxr.data.cleaning.prompts import rewrite_messages
 from unixcxr.data.cleaning.rules import find_noise
+from unixcxr.labeler import label_report
 from unixcxr.labels import OBSERVATIONS
 
 Labels = Mapping[str, int | None]
@@ -26,9 +27,7 @@ Labeler = Callable[[str], Labels]
 
 
 def default_labeler(text: str) -> Labels:
-    """The project's rule-based CheXpert labeler (imported late: only the stages that guard need it)."""
-    from unixcxr.evaluate.labeler import label_report
-
+    """The project's rule-based CheXpert labeler."""
     return label_report(text)
 
 

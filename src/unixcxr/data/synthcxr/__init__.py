@@ -1,4 +1,4 @@
-"""SynthCXR: the embedded default data set (see SYNTHCXR.md). Procedural chest films with
+"""SynthCXR: the embedded default data set (see docs/synthcxr.md). Procedural chest films with
 ground-truth findings and MIMIC-style reports, written in the MIMIC-CXR-JPG layout.
 
     from unixcxr.data.synthcxr import generate_dataset, render_study

@@ -1,4 +1,4 @@
-"""Writing a SynthCXR data set to disk in the MIMIC-CXR-JPG layout (see SYNTHCXR.md).
+"""Writing a SynthCXR data set to disk in the MIMIC-CXR-JPG layout (see docs/synthcxr.md).
 
 Workers render and write one study each (image, report) and send back its manifest rows; the
 parent writes every manifest in study order, atomically. Since study i depends only on
@@ -26,6 +26,7 @@ from unixcxr.data.synthcxr.config import LAYOUT
 from unixcxr.data.synthcxr.noise import raw_report
 from unixcxr.data.synthcxr.sampler import PROMPTS, RAW_NOISE, SPLITS, VARIANTS, rng_for
 from unixcxr.data.synthcxr.study import check_size, render_study
+from unixcxr.files import write_bytes
 from unixcxr.labels import OBSERVATIONS
 
 SPLIT_NAMES = ("train", "validate", "test")
@@ -81,7 +82,7 @@ def check_arguments(out_dir: Path, n: int, size: int, workers: int, split: Seque
 def generate_dataset(out_dir: str | os.PathLike, n: int, size: int = 256, seed: int = 0, workers: int = 1,
                      raw_noise: bool = False, split: Sequence[float] = DEFAULT_SPLIT, overwrite: bool = False,
                      progress: bool = True, variant: str = "mimic") -> DatasetSummary:
-    """Write n studies to out_dir; returns counts and timing. See SYNTHCXR.md for the layout.
+    """Write n studies to out_dir; returns counts and timing. docs/synthcxr.md describes the layout.
     variant: what the studies show (sampler.VARIANTS)."""
     out_dir = Path(out_dir)
     check_arguments(out_dir, n, size, workers, split, overwrite)
@@ -186,6 +187,4 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)

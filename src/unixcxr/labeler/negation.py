@@ -1,6 +1,6 @@
 """Classify one mention as positive, negative or uncertain from the cues around it.
 
-Order (CheXpert, METRICS.md): pre-negation uncertainty first ("cannot exclude", "not excluded",
+Order (as in the CheXpert labeler; docs/labeler.md): pre-negation uncertainty first ("cannot exclude", "not excluded",
 "no new"), then negation ("no", "without", "resolved", "is normal", "no longer seen"), then
 uncertainty ("possible", "may represent", "likely", "versus", alternatives joined by "or").
 A forward cue ("no", "possible") reaches the mentions after it in its clause group; a backward

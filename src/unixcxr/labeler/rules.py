@@ -1,6 +1,6 @@
 """What counts as a mention of each observation: the phrase lists of the rule-based labeler.
 
-The design follows the CheXpert labeler (METRICS.md): phrase lists per observation, "unmention"
+The design follows the CheXpert labeler (docs/labeler.md): phrase lists per observation, "unmention"
 phrases that cancel a match, and the rest of the sentence decides the state. Three kinds of phrase:
 
 - mentions: the finding itself ("pleural effusion"); the sentence decides 1 / 0 / -1.
