@@ -130,3 +130,33 @@ def test_evaluate_with_a_missing_reid_checkpoint_exits_2_naming_it(tmp_path, syn
     assert not (tmp_path / "e").exists()
     assert main(args[:-3] + ["--reid-checkpoint", str(missing)]) == 2  # without --privacy
     assert "add --privacy" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_privacy_and_utility_write_their_blocks(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from unixcxr.serve.demo_model import write_demo_model_folder
+
+    data = tmp_path / "data"
+    generate_dataset(data, 160, size=64, seed=0, workers=1, progress=False)
+    model = write_demo_model_folder(tmp_path / "model")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(model), "--data", str(data), "--out", str(out), "--limit", "6", "--steps", "2",
+            "--max-new-tokens", "4", "--batch-size", "3", "--no-baselines", "--no-vae-ceiling", "--privacy",
+            "--utility", "--utility-steps", "2", "--privacy-n", "8"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    p, u = metrics["privacy"], metrics["utility"]
+    assert p["n_generated"] == 8 and p["n_heldout"] == 6 and p["settings"]["features"]["name"] == "effnet-lite0"
+    assert 0 <= p["features"]["memorisation_rate"] <= 1 and 0 <= p["pixels"]["same_patient"]["rate"] <= 1
+    assert len(list((out / "train-prompts").glob("*.png"))) == 8  # films drawn from training prompts, kept
+    assert set(u["arms"]) == {"synthetic", "real", "real+synthetic"}
+    assert u["settings"]["steps"] == 2 and u["settings"]["n"] == 6 and u["arms"]["real+synthetic"]["n_train"] == 12
+    printed = capsys.readouterr().out
+    for text in ("## Privacy", "memorisation rate", "## Utility", "| real+synthetic |"):
+        assert text in printed and text in (out / "metrics.md").read_text()
+    for key in ("privacy_closest_pairs", "utility_auroc"):
+        assert Image.open(out / metrics["figures"][key]).size[0] > 300
