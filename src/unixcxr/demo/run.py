@@ -49,6 +49,9 @@ class DemoPlan:
     eval_limit: int = 100
     eval_steps: int = 9  # sampler grid points: FD and round trip as at 13 and 25 (docs/demo.md)
     max_new_tokens: int = 160  # SynthCXR reports are ~60-120 tokens
+    privacy: bool = True  # the trained model's privacy and utility (evaluate --privacy --utility)
+    utility: bool = True
+    utility_steps: int = 150  # fine-tuning steps per utility arm
     workers: int = 2
     seed: int = 0
     device: str = "cpu"  # where training, evaluation and the probes run
@@ -78,7 +81,7 @@ def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
     scale = min(1.0, budget_minutes / DEFAULT_BUDGET_MINUTES)
     plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
                     eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(9 * scale)),
-                    max_new_tokens=max(48, int(160 * scale)))
+                    max_new_tokens=max(48, int(160 * scale)), utility_steps=max(20, int(150 * scale)))
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
@@ -178,7 +181,8 @@ def write_untrained(plan: DemoPlan) -> Path:
 
 def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     """The benchmark of one model; the report baselines and the round trip's VAE ceiling belong to the
-    trained model's evaluation (the untrained twin has the same VAE and no reader)."""
+    trained model's evaluation (the untrained twin has the same VAE and no reader), and so do privacy
+    and utility (films from training prompts: does it copy its patients, do its films teach a classifier?)."""
     from unixcxr.evaluate.benchmark import BenchmarkSettings, run_benchmark
     from unixcxr.pipeline import UniXPipeline
 
@@ -186,7 +190,9 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
         return json.loads((out / "metrics.json").read_text())
     pipe = UniXPipeline.from_pretrained(model, device=plan.device)
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
-                                 baselines=trained, vae_ceiling=trained, batch_size=8)
+                                 baselines=trained, vae_ceiling=trained, batch_size=8,
+                                 privacy=trained and plan.privacy, utility=trained and plan.utility,
+                                 utility_steps=plan.utility_steps)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 
