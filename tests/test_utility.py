@@ -50,3 +50,11 @@ def test_shuffled_labels_in_the_synthetic_arm_lose_utility(tmp_path):
     right, wrong = (result["arms"][k]["macro_auroc"] for k in ("synthetic", "synthetic, shuffled labels"))
     assert right > wrong + 0.05
     assert "| synthetic |" in "\n".join(ut.markdown_table(result))
+
+
+def test_evaluate_refuses_a_non_positive_utility_budget_in_one_line(tmp_path, capsys):
+    from unixcxr.cli import main
+
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path), "--utility", "--utility-n", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--utility-n 0: must be a positive whole number" in err[0]
