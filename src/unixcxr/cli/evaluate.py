@@ -69,7 +69,7 @@ def register(sub) -> None:
                         "AUROC and F1 per observation on the split's real films")
     p.add_argument("--utility-n", type=int, default=None,
                    help="films per utility arm (default: as many as the split's images)")
-    p.add_argument("--utility-steps", type=int, default=150, help="fine-tuning steps per utility arm (default 150)")
+    p.add_argument("--utility-steps", type=int, default=100, help="fine-tuning steps per utility arm (default 100)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 

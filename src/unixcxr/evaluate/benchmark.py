@@ -54,7 +54,7 @@ class BenchmarkSettings:
     reid_checkpoint: str | None = None  # a Siamese re-identification state_dict (evaluate/privacy.py)
     utility: bool = False
     utility_n: int | None = None  # films per training arm; None = as many as the split's generated images
-    utility_steps: int = 150  # fine-tuning steps per arm
+    utility_steps: int = 100  # fine-tuning steps per arm
     utility_size: int = 128
 
 

@@ -17,7 +17,7 @@ synthetic films. unixcxr runs the same three arms on one schedule:
   single class in the test split has no AUROC and is skipped (listed under `skipped`); macro means
   are over the observations scored.
 
-We differ from CheXGenBench in scale (a few hundred steps at 128 px on CPU instead of full training
+We differ from CheXGenBench in scale (100 steps per arm at 128 px on CPU instead of full training
 at 224-512 px; a small ImageNet network instead of their classifiers) so that the check runs in
 minutes: the numbers compare the arms with each other, not with the paper's."""
 
@@ -38,7 +38,7 @@ ARMS = ("synthetic", "real", "real+synthetic")
 @dataclass
 class UtilitySettings:
     n: int = 100  # films per arm (real+synthetic has 2n)
-    steps: int = 150  # optimiser steps per arm
+    steps: int = 100  # optimiser steps per arm
     batch_size: int = 16
     image_size: int = 128
     lr: float = 1e-3
