@@ -238,7 +238,7 @@ def privacy_report(gen_features: np.ndarray, heldout_features: np.ndarray, train
         result[space]["same_patient"] = same_patient(result[space]["per_film"]["nearest"], prompt_rows, train_subjects)
     if reid is not None:
         embed = [reid_embeddings(reid, images, device=device) for images in (gen_images, heldout_images, train_images)]
-        result["reid"] = reid_report(reid, *embed, prompt_rows)
+        result["reid"] = reid_report(reid.cpu(), *embed, prompt_rows)  # the pair head on the CPU embeddings
         result["reid"]["same_patient"] = same_patient(result["reid"]["per_film"]["nearest"], prompt_rows,
                                                       train_subjects)
     return result
