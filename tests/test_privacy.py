@@ -90,6 +90,7 @@ def test_memorisation_rate_is_the_share_above_every_held_out_film():
 
 
 # ---------------------------------------------------------------- re-identification checkpoints
+@pytest.mark.slow
 def test_reid_checkpoint_in_the_siamese_format_loads_and_scores(tmp_path):
     torch.manual_seed(0)
     net = pv.SiameseReID()
@@ -105,6 +106,14 @@ def test_reid_checkpoint_in_the_siamese_format_loads_and_scores(tmp_path):
         direct = torch.sigmoid(net.eval()(pv.reid_tensor(films[:1]), pv.reid_tensor(films[2:3])))
     assert scores[0, 2].item() == pytest.approx(direct.item(), abs=1e-5)
     assert scores.diagonal().allclose(torch.sigmoid(net.fc_end.bias))  # a film with itself: |difference| = 0
+    # in the privacy report: verbatim copies score as their own prompt's film does with itself
+    train, held = films + [rng.random((40, 48)).astype(np.float32)], [rng.random((40, 48)).astype(np.float32)] * 2
+    result = pv.privacy_report(pv.pixel_vectors(films[:2], 8), pv.pixel_vectors(held, 8), pv.pixel_vectors(train, 8),
+                               films[:2], held, train, [0, 1], ["a", "a", "b", "c"], reid=loaded)["reid"]
+    bias = torch.sigmoid(net.fc_end.bias).item()
+    assert result["per_film"]["prompt_film"] == pytest.approx([bias, bias], abs=1e-6)
+    assert all(b >= p - 1e-6 for b, p in zip(result["per_film"]["best"], result["per_film"]["prompt_film"]))
+    assert 0 <= result["memorisation_rate"] <= 1 and result["same_patient"]["n"] == 2
 
 
 def test_reid_checkpoint_with_other_keys_is_refused_with_the_fix(tmp_path):
