@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from unixcxr.labels import OBSERVATIONS, POSITIVE, UNCERTAIN
 
@@ -111,7 +112,8 @@ def films_tensor(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return ((torch.stack(out) - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
-def train_classifier(x: torch.Tensor, y: np.ndarray, s: UtilitySettings, device: str = "cpu") -> torch.nn.Module:
+def train_classifier(x: torch.Tensor, y: np.ndarray, s: UtilitySettings, device: str = "cpu",
+                     desc: str = "utility") -> torch.nn.Module:
     """EfficientNet-Lite0 with a 14-way head, fine-tuned on (x, y) for s.steps AdamW steps of multi-label BCE."""
     from unixcxr.evaluate.image_features import effnet_lite0_network
 
@@ -124,7 +126,7 @@ def train_classifier(x: torch.Tensor, y: np.ndarray, s: UtilitySettings, device:
     generator = torch.Generator().manual_seed(s.seed)
     order = torch.randperm(len(x), generator=generator)
     position = 0
-    for _ in range(s.steps):
+    for _ in tqdm(range(s.steps), desc=desc, unit="step"):
         if position + s.batch_size > len(order):  # a new epoch: reshuffle
             order, position = torch.randperm(len(x), generator=generator), 0
         rows = order[position : position + s.batch_size]
@@ -158,7 +160,8 @@ def utility_report(arms: dict[str, tuple[Sequence[np.ndarray], Sequence[dict]]],
     for name, (films, labels) in arms.items():
         if len(films) != len(labels) or not len(films):
             raise ValueError(f"utility arm {name!r}: {len(films)} films and {len(labels)} label rows")
-        model = train_classifier(films_tensor(films, s.image_size), label_matrix(labels), s, device)
+        model = train_classifier(films_tensor(films, s.image_size), label_matrix(labels), s, device,
+                                 desc=f"utility: {name}")
         result["arms"][name] = {"n_train": len(films), **score(predict(model, test_x, device=device), test_y,
                                                                s.threshold)}
     return result
