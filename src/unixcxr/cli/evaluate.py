@@ -106,10 +106,10 @@ def run(args) -> int:
     # every option is checked before anything is generated: the data, the split, the feature network, the model
     try:
         resolve_model_folder(args.model)  # a model folder at all: cheap, before the data is read
+        reid = load_reid(args.reid_checkpoint) if args.reid_checkpoint else None
         source = DataSource(args.data, args.reports)
         und, gen = select(source, settings)
         extractor = build_extractor(args.features)
-        reid = load_reid(args.reid_checkpoint) if args.reid_checkpoint else None
         if args.privacy or args.utility:
             select_training(source)
         pipe = UniXPipeline.from_pretrained(args.model, device=args.device)
