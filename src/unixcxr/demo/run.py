@@ -55,6 +55,7 @@ class DemoPlan:
     privacy: bool = True  # the trained model's privacy and utility (evaluate --privacy --utility)
     utility: bool = True
     utility_steps: int = 100  # fine-tuning steps per utility arm
+    utility_size: int = 128  # the utility classifier's image size
     workers: int = 2
     seed: int = 0
     device: str = "cpu"  # where training, evaluation and the probes run
@@ -84,7 +85,8 @@ def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
     scale = min(1.0, budget_minutes / DEFAULT_BUDGET_MINUTES)
     plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
                     eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(9 * scale)),
-                    max_new_tokens=max(48, int(160 * scale)), utility_steps=max(20, int(100 * scale)))
+                    max_new_tokens=max(48, int(160 * scale)), utility_steps=max(10, int(100 * scale)),
+                    utility_size=128 if scale >= 0.5 else 64)  # a short demo's classifier: fewer, smaller steps
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
@@ -195,7 +197,7 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
                                  baselines=trained, vae_ceiling=trained, batch_size=8,
                                  privacy=trained and plan.privacy, utility=trained and plan.utility,
-                                 utility_steps=plan.utility_steps)
+                                 utility_steps=plan.utility_steps, utility_size=plan.utility_size)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 
