@@ -35,8 +35,9 @@ def test_demo_leaves_a_model_that_reads_and_draws(demo):
     for figure in ("eval/per_class_f1.png", "eval/real_vs_generated.png"):  # the evaluation's pictures, embedded
         assert (demo / figure).is_file() and f"src='{figure}'" in html and f"({figure})" in md
     # privacy and utility of the trained generator: their tables, and their figures embedded
-    for text in ("memorisation rate", "features (effnet-lite0, cosine)", "| real+synthetic |", "macro AUROC"):
+    for text in ("memorisation rate", "features (effnet-lite0, cosine)", "real+synthetic", "macro AUROC"):
         assert text in md and text in html
+    assert "| real+synthetic | 16 |" in md and "<td class='l'>real+synthetic</td><td>16</td>" in html
     for figure in ("eval/privacy_closest_pairs.png", "eval/utility_auroc.png"):
         assert (demo / figure).is_file() and f"src='{figure}'" in html and f"({figure})" in md
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in md.splitlines() if line.startswith("| FD trained / FD")]
