@@ -144,6 +144,10 @@ CASES = [
     ("evaluate --model model --data data --max-new-tokens 0", 2, ["--max-new-tokens", ">= 1"]),
     ("evaluate --model model --data nowhere", 2, ["nowhere", "no such data folder"]),
     ("evaluate --model model --data data --limit 2", 2, ["--limit", "at least 6"]),
+    ("evaluate --model model --data data --utility --utility-steps 0", 2, ["--utility-steps 0", "positive"]),
+    ("evaluate --model model --data data --reid-checkpoint reid.pth", 2, ["--reid-checkpoint", "add --privacy"]),
+    ("evaluate --model model --data data --privacy --reid-checkpoint reid.pth", 2,
+     ["reid.pth", "no such re-identification checkpoint", "state_dict"]),
     # serve (refused before the model loads or a port opens)
     ("serve --model model --max-queue 0", 2, ["--max-queue", "at least 1"]),
     ("serve --model model --max-batch -1", 2, ["--max-batch", "at least 1"]),

@@ -81,6 +81,12 @@ def test_demo_leaves_a_model_that_reads_and_draws(demo):
     html = (demo / "report.html").read_text()
     for figure in ("eval/per_class_f1.png", "eval/real_vs_generated.png"):  # the evaluation's pictures, embedded
         assert (demo / figure).is_file() and f"src='{figure}'" in html and f"({figure})" in md
+    # privacy and utility of the trained generator: their tables, and their figures embedded
+    for text in ("memorisation rate", "features (effnet-lite0, cosine)", "real+synthetic", "macro AUROC"):
+        assert text in md and text in html
+    assert "| real+synthetic | 16 |" in md and "<td class='l'>real+synthetic</td><td>16</td>" in html
+    for figure in ("eval/privacy_closest_pairs.png", "eval/utility_auroc.png"):
+        assert (demo / figure).is_file() and f"src='{figure}'" in html and f"({figure})" in md
     # every target judged, and judged by its own measurement (whatever a 2-minute run reaches)
     targets = [row for row in _table_rows(md) if len(row) == 4 and row[3] in ("met", "NOT met")]
     assert [row[0] for row in targets] == [name for name, *_ in target_rows(EXAMPLE, EXAMPLE)]

@@ -81,6 +81,58 @@ def target_rows(trained: dict, untrained: dict) -> list[list[str]]:
     return [[name, value, target, "met" if ok else "NOT met"] for name, value, target, ok in checks]
 
 
+PRIVACY_HEADER = ["space", "generated: nearest-train median", "held-out real: nearest-train median",
+                  "generated max", "memorisation rate", "nearest is the prompt's patient (chance)"]
+UTILITY_HEADER = ["classifier trained on", "films", "macro AUROC", "macro F1"]
+
+
+def privacy_rows(metrics: dict) -> list[list[str]]:
+    """Nearest-training similarity of films drawn from training prompts against real held-out films."""
+    p = metrics.get("privacy")
+    if not p:
+        return []
+    rows = []
+    for space, name in (("features", f"features ({p['settings']['features']['name']}, cosine)"),
+                        ("pixels", "pixels (correlation)"), ("reid", "re-identification score")):
+        if space not in p:
+            continue
+        b = p[space]
+        gen, held = b.get("generated") or b["best_training_film"], b.get("heldout") or b["heldout_best_training_film"]
+        rows.append([name, f"{gen['median']:.3f}", f"{held['median']:.3f}", f"{gen['max']:.3f}",
+                     f"{b['memorisation_rate']:.3f}", f"{b['same_patient']['rate']:.3f} "
+                     f"({b['same_patient']['chance']:.3f})"])
+    return rows
+
+
+def privacy_note(metrics: dict) -> str:
+    p = metrics.get("privacy")
+    if not p:
+        return ""
+    return (f"{p['n_generated']} films drawn from training prompts, each against its nearest of {p['n_train']} "
+            f"training films; the calibration is the same statistic for {p['n_heldout']} real test films (patients "
+            "the model never saw). Memorisation rate: the share of generated films closer to a training film than "
+            "any real test film is. docs/privacy-and-utility.md defines every number.")
+
+
+def utility_rows(metrics: dict) -> list[list[str]]:
+    u = metrics.get("utility")
+    if not u:
+        return []
+    return [[arm, str(a["n_train"]), "-" if a["macro_auroc"] is None else f"{a['macro_auroc']:.3f}",
+             "-" if a["macro_f1"] is None else f"{a['macro_f1']:.3f}"] for arm, a in u["arms"].items()]
+
+
+def utility_note(metrics: dict) -> str:
+    u = metrics.get("utility")
+    if not u:
+        return ""
+    st, skipped = u["settings"], next(iter(u["arms"].values()))["skipped"]
+    return (f"EfficientNet-Lite0 fine-tuned for {st['steps']} steps at {st['image_size']} px (seed {st['seed']}, the "
+            f"same schedule for every arm), tested on {u['n_test']} real test films; AUROC and F1 at 0.5 averaged "
+            f"over the observations with both classes in the test films"
+            + (f" (skipped: {', '.join(skipped)})." if skipped else "."))
+
+
 def figure_paths(root: Path, metrics: dict) -> dict[str, str]:
     """The evaluation's figures (evaluate/figures.py) that exist, relative to the report's folder."""
     folder = root / "eval"
@@ -200,6 +252,15 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
                image_rows(trained, untrained)),
         _figure_html(figs, "real_vs_generated", "real test films over the films the trained model drew from "
                      "their findings"),
+        *([f"<h2>Privacy: does it copy its training patients?</h2><p>{html.escape(privacy_note(trained))}</p>",
+           _table(PRIVACY_HEADER, privacy_rows(trained)),
+           _figure_html(figs, "privacy_closest_pairs", "the closest pairs: films drawn from training prompts over "
+                        "their nearest training films (feature cosine similarity above each pair)")]
+          if trained.get("privacy") else []),
+        *([f"<h2>Utility: do its films teach a classifier?</h2><p>{html.escape(utility_note(trained))}</p>",
+           _table(UTILITY_HEADER, utility_rows(trained)),
+           _figure_html(figs, "utility_auroc", "per-class AUROC on the real test films, by training arm")]
+          if trained.get("utility") else []),
         "<h2>Test images read by the trained model</h2><p>Chips: observation reference/generated label, green "
         "when they agree.</p>",
         _table(["image", "reference report", "generated report", "labels"], read_rows),
@@ -231,6 +292,10 @@ def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | N
         *(f"![{key.replace('_', ' ')}]({path})" for key, path in (figs or {}).items()),
         table(["system", "FD", "KD", "precision", "recall", "density", "coverage", "round trip"],
               image_rows(trained, untrained)),
+        *([f"Privacy. {privacy_note(trained)}", table(PRIVACY_HEADER, privacy_rows(trained))]
+          if trained.get("privacy") else []),
+        *([f"Utility. {utility_note(trained)}", table(UTILITY_HEADER, utility_rows(trained))]
+          if trained.get("utility") else []),
         table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),
         _listen_markdown(listening, table),
         table(["phase", "seconds"], [[k, f"{v:.0f}"] for k, v in plan.timings.items()]),

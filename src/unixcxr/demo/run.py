@@ -15,9 +15,12 @@ import unixcxr
 DEFAULT_RECIPE = "small.yaml"
 GPU_RECIPE = "gpu.yaml"  # the same pipeline at the scale one GPU runs in minutes
 NOMINAL_TRAIN_MINUTES = 18.1  # what configs/small.yaml takes on 2 free CPU cores (2026-12-02)
-FIXED_MINUTES = 4.5  # synthesis + evaluation (trained and untrained) + report at the default sizes
+# privacy and utility of the trained model (100 films from training prompts, the nearest-neighbour search
+# over ~1,750 training films, 3 x 100 fine-tuning steps at 128 px): an estimate, not yet timed on free cores
+SYNTHETIC_USE_MINUTES = 5.0
+FIXED_MINUTES = 4.5 + SYNTHETIC_USE_MINUTES  # synthesis + evaluations + privacy / utility + report, default sizes
 MIN_STEP_FACTOR = 0.02
-DEFAULT_BUDGET_MINUTES = 24.0  # the whole demo at full size on 2 free cores
+DEFAULT_BUDGET_MINUTES = 24.0 + SYNTHETIC_USE_MINUTES  # the whole demo at full size on 2 free cores
 
 
 # What the demo imports beyond the core install, with the extra that brings each: checked before the
@@ -49,6 +52,10 @@ class DemoPlan:
     eval_limit: int = 100
     eval_steps: int = 9  # sampler grid points: FD and round trip as at 13 and 25 (docs/demo.md)
     max_new_tokens: int = 160  # SynthCXR reports are ~60-120 tokens
+    privacy: bool = True  # the trained model's privacy and utility (evaluate --privacy --utility)
+    utility: bool = True
+    utility_steps: int = 100  # fine-tuning steps per utility arm
+    utility_size: int = 128  # the utility classifier's image size
     workers: int = 2
     seed: int = 0
     device: str = "cpu"  # where training, evaluation and the probes run
@@ -78,7 +85,8 @@ def plan_for_budget(out: Path, budget_minutes: float, **overrides) -> DemoPlan:
     scale = min(1.0, budget_minutes / DEFAULT_BUDGET_MINUTES)
     plan = DemoPlan(out=out, budget_minutes=budget_minutes, studies=max(200, int(2500 * scale)),
                     eval_limit=max(8, int(100 * scale)), eval_steps=max(4, int(9 * scale)),
-                    max_new_tokens=max(48, int(160 * scale)))
+                    max_new_tokens=max(48, int(160 * scale)), utility_steps=max(10, int(100 * scale)),
+                    utility_size=128 if scale >= 0.5 else 64)  # a short demo's classifier: fewer, smaller steps
     for key, value in overrides.items():
         if value is not None:
             setattr(plan, key, value)
@@ -178,7 +186,8 @@ def write_untrained(plan: DemoPlan) -> Path:
 
 def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     """The benchmark of one model; the report baselines and the round trip's VAE ceiling belong to the
-    trained model's evaluation (the untrained twin has the same VAE and no reader)."""
+    trained model's evaluation (the untrained twin has the same VAE and no reader), and so do privacy
+    and utility (films from training prompts: does it copy its patients, do its films teach a classifier?)."""
     from unixcxr.evaluate.benchmark import BenchmarkSettings, run_benchmark
     from unixcxr.pipeline import UniXPipeline
 
@@ -186,7 +195,9 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
         return json.loads((out / "metrics.json").read_text())
     pipe = UniXPipeline.from_pretrained(model, device=plan.device)
     settings = BenchmarkSettings(limit=plan.eval_limit, steps=plan.eval_steps, max_new_tokens=plan.max_new_tokens,
-                                 baselines=trained, vae_ceiling=trained, batch_size=8)
+                                 baselines=trained, vae_ceiling=trained, batch_size=8,
+                                 privacy=trained and plan.privacy, utility=trained and plan.utility,
+                                 utility_steps=plan.utility_steps, utility_size=plan.utility_size)
     return run_benchmark(pipe, plan.data, out, settings, model_name=str(model))
 
 

@@ -45,6 +45,15 @@ class BenchmarkSettings:
     baseline_train_limit: int = 2000  # training studies used by the retrieval baseline
     seed: int = 0
     generation_split: str | None = None  # CSV / JSON naming the generation half's images and prompts
+    # privacy and utility (evaluate/synthetic_use.py): films drawn from training prompts
+    privacy: bool = False
+    privacy_n: int | None = None  # films from training prompts; None = as many as the split's generated images
+    privacy_train_limit: int = 2000  # training films searched for each film's nearest neighbour
+    reid_checkpoint: str | None = None  # a Siamese re-identification state_dict (evaluate/privacy.py)
+    utility: bool = False
+    utility_n: int | None = None  # films per training arm; None = as many as the split's generated images
+    utility_steps: int = 100  # fine-tuning steps per arm
+    utility_size: int = 128
 
 
 def first_per_study(samples: list[Sample], limit: int | None = None) -> list[Sample]:
@@ -121,9 +130,10 @@ def generate_reports(pipe, studies: list[Sample], files: list[Path], out: Path, 
     return [generated[r.study_id] for r in studies]
 
 
-def generate_images(pipe, studies: list[Sample], out: Path, s: BenchmarkSettings) -> list[Path]:
-    """generated/<study>.png per study; existing files are kept, so rerunning resumes."""
-    folder = out / "generated"
+def generate_images(pipe, studies: list[Sample], out: Path, s: BenchmarkSettings,
+                    folder: str = "generated") -> list[Path]:
+    """<folder>/<study>.png per study; existing files are kept, so rerunning resumes."""
+    folder = out / folder
     folder.mkdir(parents=True, exist_ok=True)
     todo = [r for r in studies if not (folder / f"{r.study_id}.png").is_file()]
     for start in tqdm(range(0, len(todo), s.batch_size), desc="images", unit="batch", disable=not todo):
@@ -142,7 +152,8 @@ def _report_block(preds: list[str], refs: list[str], ref_labels: list[dict]) -> 
 
 
 def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: BenchmarkSettings | None = None,
-                  model_name: str = "", extractor=None) -> dict:
+                  model_name: str = "", extractor=None, reid=None) -> dict:
+    """Every metric on one split; `reid` is a loaded re-identification network (privacy.load_reid)."""
     s = s or BenchmarkSettings()
     start = time.perf_counter()
     out = Path(out_dir)
@@ -189,6 +200,12 @@ def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: B
         "per_class_f1": figures.per_class_f1_chart(results["reports"], out / figures.F1_CHART).name,
         "real_vs_generated": figures.real_vs_generated_grid(gen_files, fake_files, out / figures.GRID, ids).name,
     }
+    if s.privacy or s.utility:
+        from unixcxr.evaluate.synthetic_use import evaluate_synthetic_use
+
+        extra = evaluate_synthetic_use(pipe, source, gen, gen_files, real, out, s, extractor, reid=reid)
+        results["figures"].update(extra.pop("figures"))
+        results.update(extra)
     results["seconds"] = round(time.perf_counter() - start, 1)
     _write_json(out / "metrics.json", results)
     _write_json(out / "metrics.md", markdown(results))
@@ -251,4 +268,8 @@ def markdown(results: dict) -> str:
     if ceiling is not None:
         lines += [f"Ceiling (the same reader on the VAE's reconstructions of the real images): "
                   f"{ceiling['uncertain_as_positive']['micro_f1_14']:.3f}", ""]
+    if results.get("privacy") or results.get("utility"):
+        from unixcxr.evaluate.synthetic_use import markdown as synthetic_use_markdown
+
+        lines += [*synthetic_use_markdown(results), ""]
     return "\n".join(lines)

