@@ -21,12 +21,20 @@ from unixcxr.evaluate import image_metrics as im
 from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_reports
 from unixcxr.evaluate.image_features import build_extractor, extract_features
 from unixcxr.evaluate.report_metrics import label_f1, report_metrics
-from unixcxr.files import atomic_output, write_text
+from unixcxr.evaluate.studies import (  # noqa: F401 - first_per_study, generation_prompt, reference_report: public here too
+    first_per_study,
+    generate_images,
+    generation_prompt,
+    image_files,
+    reference_report,
+)
+from unixcxr.evaluate.synthetic_use import evaluate_synthetic_use
+from unixcxr.evaluate.synthetic_use import markdown as synthetic_use_markdown
+from unixcxr.files import write_text
 from unixcxr.labeler import label_reports
 
 F1_COLUMNS = [(f"{kind}_f1_{n}", f"{kind.capitalize()}-F1-{n}") for kind in ("micro", "macro") for n in (14, 5)]
 MAPPINGS = (("uncertain_as_negative", "unc. -"), ("uncertain_as_positive", "unc. +"))
-PNG_MAGIC = b"\x89PNG"
 MIN_STUDIES = im.PRDC_K + 1
 
 
@@ -56,15 +64,6 @@ class BenchmarkSettings:
     utility_size: int = 128
 
 
-def first_per_study(samples: list[Sample], limit: int | None = None) -> list[Sample]:
-    """One sample per study (its first image), sorted by study id; the first `limit` of them."""
-    first: dict[str, Sample] = {}
-    for sample in samples:
-        first.setdefault(sample.study_id, sample)
-    studies = sorted(first.values(), key=lambda s: s.study_id)
-    return studies[:limit] if limit else studies
-
-
 def select(source: DataSource, s: BenchmarkSettings) -> tuple[list[Sample], list[Sample]]:
     """(the studies whose reports are generated, the ones whose images are); checks every file."""
     source.check_files([s.split])
@@ -78,35 +77,6 @@ def select(source: DataSource, s: BenchmarkSettings) -> tuple[list[Sample], list
         raise ValueError(f"{source.root}: split {s.split!r} gives {min(len(und), len(gen))} studies; the image metrics "
                          f"need at least {MIN_STUDIES} (precision / recall with k = {im.PRDC_K} neighbours)")
     return und, gen
-
-
-def reference_report(sample: Sample) -> str:
-    """The cleaned-report form the model is trained and scored on."""
-    return sample.report
-
-
-def generation_prompt(sample: Sample) -> str:
-    """Generation is prompted with the findings text, as in UniX's evaluation."""
-    return sample.prompt
-
-
-def image_files(samples: list[Sample], folder: Path) -> list[Path]:
-    """A file per sample's image: its own file, or its bytes copied out of a shard into `folder`."""
-    paths = []
-    for sample in samples:
-        ref = sample.image
-        if ref.offset is None:
-            paths.append(ref.path)
-            continue
-        with open(ref.path, "rb") as f:
-            f.seek(ref.offset)
-            data = f.read(ref.length)
-        path = folder / f"{sample.id}{'.png' if data.startswith(PNG_MAGIC) else '.jpg'}"
-        if not path.is_file():
-            with atomic_output(path) as tmp:
-                tmp.write_bytes(data)
-        paths.append(path)
-    return paths
 
 
 def _write_json(path: Path, payload) -> None:
@@ -128,23 +98,6 @@ def generate_reports(pipe, studies: list[Sample], files: list[Path], out: Path, 
             row = json.loads(line)
             generated[str(row["id"])] = row["report"]
     return [generated[r.study_id] for r in studies]
-
-
-def generate_images(pipe, studies: list[Sample], out: Path, s: BenchmarkSettings,
-                    folder: str = "generated") -> list[Path]:
-    """<folder>/<study>.png per study; existing files are kept, so rerunning resumes."""
-    folder = out / folder
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in studies if not (folder / f"{r.study_id}.png").is_file()]
-    for start in tqdm(range(0, len(todo), s.batch_size), desc="images", unit="batch", disable=not todo):
-        chunk = todo[start:start + s.batch_size]
-        seeds = [s.seed + studies.index(r) for r in chunk]  # an image's seed does not depend on resumption
-        images = pipe.generate([generation_prompt(r) for r in chunk], steps=s.steps, settings=s.sampler,
-                               size=s.image_size, seed=seeds, batch_size=s.batch_size)
-        for record, image in zip(chunk, images):
-            with atomic_output(folder / f"{record.study_id}.png") as tmp:
-                image.save(tmp, format="PNG")
-    return [folder / f"{r.study_id}.png" for r in studies]
 
 
 def _report_block(preds: list[str], refs: list[str], ref_labels: list[dict]) -> dict:
@@ -201,7 +154,6 @@ def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: B
         "real_vs_generated": figures.real_vs_generated_grid(gen_files, fake_files, out / figures.GRID, ids).name,
     }
     if s.privacy or s.utility:
-        from unixcxr.evaluate.synthetic_use import evaluate_synthetic_use
 
         extra = evaluate_synthetic_use(pipe, source, gen, gen_files, real, out, s, extractor, reid=reid)
         results["figures"].update(extra.pop("figures"))
@@ -269,7 +221,6 @@ def markdown(results: dict) -> str:
         lines += [f"Ceiling (the same reader on the VAE's reconstructions of the real images): "
                   f"{ceiling['uncertain_as_positive']['micro_f1_14']:.3f}", ""]
     if results.get("privacy") or results.get("utility"):
-        from unixcxr.evaluate.synthetic_use import markdown as synthetic_use_markdown
 
         lines += [*synthetic_use_markdown(results), ""]
     return "\n".join(lines)

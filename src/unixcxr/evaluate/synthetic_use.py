@@ -26,6 +26,7 @@ from unixcxr.evaluate import figures
 from unixcxr.evaluate import privacy as pv
 from unixcxr.evaluate import utility as ut
 from unixcxr.evaluate.image_features import extract_features
+from unixcxr.evaluate.studies import first_per_study, generate_images, image_files
 
 PROMPT_FOLDER = "train-prompts"
 
@@ -48,7 +49,6 @@ class Films(Sequence):
 
 def select_training(source: DataSource, limit: int | None = None) -> list[Sample]:
     """The training reference set (one film per study, sorted, the first `limit`); checks its files."""
-    from unixcxr.evaluate.benchmark import first_per_study
 
     source.check_files(["train"])
     train = first_per_study(source.samples("train"), limit)
@@ -69,7 +69,6 @@ def training_prompts(train: list[Sample], n: int, seed: int) -> list[int]:
 def evaluate_synthetic_use(pipe, source: DataSource, heldout: list[Sample], heldout_files: list[Path],
                            heldout_features: np.ndarray, out: Path, s, extractor, reid=None) -> dict:
     """metrics.json's "privacy" and "utility" blocks (those that `s` asks for) and their figures."""
-    from unixcxr.evaluate.benchmark import generate_images, image_files
 
     train = select_training(source, s.privacy_train_limit)
     n_privacy = (s.privacy_n or len(heldout)) if s.privacy else 0
