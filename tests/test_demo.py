@@ -66,7 +66,8 @@ def test_each_target_is_met_exactly_when_its_measurement_reaches_it(trained, ver
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--budget-minutes", "2"]) == 0
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)  # ~370 MB of checkpoints: not kept for the rest of the session
 
 
 @pytest.mark.slow
