@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import io
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
-from PIL import Image
 
+from benchmarks.bench_serve import _png
 from benchmarks.common import machine, print_table
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.app import BackgroundServer, build_app
@@ -34,15 +32,9 @@ from unixcxr.serve.service import ServeLimits
 LENGTHS = (8, 16, 24, 32, 40, 48, 56, 64)  # new tokens, request i asks for LENGTHS[i % 8]
 
 
-def _upload(seed: int) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (256, 224), dtype=np.uint8)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def load(url: str, requests: int, clients: int) -> tuple[float, float, float]:
     """-> (requests/s, p50 s, p99 s) of `requests` report requests from `clients` concurrent clients."""
-    uploads = [_upload(i) for i in range(8)]
+    uploads = [base64.b64encode(_png(i)).decode() for i in range(8)]
 
     def one(i: int, client: httpx.Client) -> float:
         start = time.perf_counter()

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unixcxr.inference.report import DecodingSettings, _layouts, _strip, sample_next
+from unixcxr.inference.report import DecodingSettings, _strip, decode_step, prefill, sample_next
 from unixcxr.model.cache import KVCache
-from unixcxr.model.sequence import LATENT, collate
 from unixcxr.model.unix import UniX
 
 
@@ -67,16 +66,8 @@ class ContinuousDecoder:
         """Prefill the newcomers (one forward over their images and prompts) and join them to the batch."""
         if not requests:
             return
-        model = self.model
-        dtype = model.embed_tokens.weight.dtype
-        batch = collate(_layouts(model, [r.prompt for r in requests]), left_pad=True).to(self.device)
-        n, Ln = batch.shape
-        cache = model.new_cache(n, Ln)
-        images = torch.stack([r.image for r in requests]).to(device=self.device, dtype=dtype)
-        h = model.embed(batch, model.encode_images(images))
-        h, _ = model.run_layers(h, batch.kind == LATENT, batch.position, batch.attention_mask(), cache)
-        cache.advance(Ln)
-        logits = model.text_logits(h[:, -1])
+        images = torch.stack([r.image for r in requests]).to(dtype=self.model.embed_tokens.weight.dtype)
+        batch, cache, logits = prefill(self.model, images, [r.prompt for r in requests], 0)
         self._join(requests, cache, batch.segment >= 0, batch.position[:, -1:] + 1, logits)
 
     def _join(self, requests, cache: KVCache, valid: torch.Tensor, position: torch.Tensor, logits) -> None:
@@ -109,10 +100,9 @@ class ContinuousDecoder:
 
     def _sample(self) -> torch.Tensor:
         # one token per row, each by its own settings; greedy rows together
-        greedy = [i for i, r in enumerate(self.requests) if r.settings.temperature <= 0]
         tokens = self.logits.argmax(-1)
         for i, r in enumerate(self.requests):
-            if i not in greedy:
+            if r.settings.temperature > 0:
                 tokens[i] = sample_next(self.logits[i:i + 1], r.settings, r.generator)[0]
         return tokens
 
@@ -154,17 +144,14 @@ class ContinuousDecoder:
 
     def _decode(self, tokens: torch.Tensor) -> None:
         # one new token per running row attends to every valid cached key of its row
-        model, cache = self.model, self.cache
+        cache = self.cache
         if cache.length >= cache.max_len:
             raise ValueError(f"KV cache overflow: {cache.length + 1} tokens > capacity {cache.max_len}")
-        h = model.embed_tokens(tokens[:, None])
         # a row alone or rows of equal prompts without padding take the maskless kernel
         mask = self.key_valid[:, None, None, :cache.length + 1] if self.padded else None
-        routing = torch.zeros(len(self.requests), 1, dtype=torch.bool, device=self.device)
-        h, _ = model.run_layers(h, routing, self.position, mask, cache)
+        self.logits = decode_step(self.model, tokens, self.position, mask, cache)
         cache.advance(1)
         self.position = self.position + 1
-        self.logits = model.text_logits(h[:, -1])
 
 
 def decode_continuously(model: UniX, requests: list[ReportRequest], arrivals: list[int] | None = None,

@@ -105,6 +105,27 @@ def _layouts(model: UniX, prompts: list[list[int]]) -> list[SampleLayout]:
     return [understanding_layout(cfg.tokens, cfg.vision.num_tokens, p, None, bos) for p in prompts]
 
 
+def prefill(model: UniX, images: torch.Tensor, prompts: list[list[int]], room: int):
+    """Images and instruction prompts once through the model, left-padded: (the batch, a cache holding
+    their keys and values with `room` more columns, the next token's logits [B, V])."""
+    device = model.embed_tokens.weight.device
+    batch = collate(_layouts(model, prompts), left_pad=True).to(device)
+    cache = model.new_cache(len(prompts), batch.shape[1] + room)
+    h = model.embed(batch, model.encode_images(images.to(device)))
+    h, _ = model.run_layers(h, batch.kind == LATENT, batch.position, batch.attention_mask(), cache)
+    cache.advance(batch.shape[1])
+    return batch, cache, model.text_logits(h[:, -1])
+
+
+def decode_step(model: UniX, tokens: torch.Tensor, position: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache) -> torch.Tensor:
+    """One new token per row ([B] ids at [B, 1] positions) over every cached key its mask allows
+    (None: all), written into the cache's next column -> the next token's logits [B, V]."""
+    h = model.embed_tokens(tokens[:, None])
+    h, _ = model.run_layers(h, torch.zeros_like(tokens, dtype=torch.bool)[:, None], position, mask, cache)
+    return model.text_logits(h[:, -1])
+
+
 @torch.no_grad()
 def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]],
                      settings: DecodingSettings = DecodingSettings(), generator: torch.Generator | None = None,
@@ -121,14 +142,8 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
         raise ValueError(f"{B} images but {len(prompts)} prompts")
     eos, pad = model.config.tokens.eos, model.config.tokens.pad
     device = model.embed_tokens.weight.device
-    batch = collate(_layouts(model, prompts), left_pad=True).to(device)
+    batch, cache, logits = prefill(model, images, prompts, settings.max_new_tokens)
     Lp = batch.shape[1]
-    cache = model.new_cache(B, Lp + settings.max_new_tokens)
-    # prefill: the whole prompt once
-    h = model.embed(batch, model.encode_images(images.to(device)))
-    h, _ = model.run_layers(h, batch.kind == LATENT, batch.position, batch.attention_mask(), cache)
-    cache.advance(Lp)
-    logits = model.text_logits(h[:, -1])
     key_valid = torch.ones(B, cache.max_len, dtype=torch.bool, device=device)
     key_valid[:, :Lp] = batch.segment >= 0
     padded = not bool(key_valid[:, :Lp].all())
@@ -162,10 +177,8 @@ def generate_reports(model: UniX, images: torch.Tensor, prompts: list[list[int]]
                 step_fn.set(token, position, cache.length)
             logits = step_fn()
         else:
-            h = model.embed_tokens(token[:, None])
             mask = key_valid[:, None, None, :cache.length + 1] if padded else None
-            h, _ = model.run_layers(h, torch.zeros_like(finished)[:, None], position, mask, cache)
-            logits = model.text_logits(h[:, -1])
+            logits = decode_step(model, token, position, mask, cache)
         cache.advance(1)
         position = position + 1
     reports = _strip(torch.stack(tokens, 1).tolist(), eos, pad)
