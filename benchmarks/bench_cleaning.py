@@ -23,8 +23,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from unixcxr.data.cleaning.batch import PipelineConfig, run
 from unixcxr.data.cleaning.llm import ChatClient, LLMConfig
-from unixcxr.data.cleaning.pipeline import PipelineConfig, run
 from unixcxr.data.cleaning.prompts import CLEANED_HEADING, DRAFT_HEADING
 from unixcxr.data.cleaning.rewrite import LLMStage
 from unixcxr.data.cleaning.rules import clean_report

@@ -27,6 +27,7 @@ from unixcxr.model.config import preset as make_preset
 from unixcxr.model.unix import UniX
 from unixcxr.train.builders import GenerationBuilder, UnderstandingBuilder
 from unixcxr.train.checkpoint import latest_checkpoint, load_checkpoint
+from unixcxr.train.compile import compile_regions
 from unixcxr.train.data import TextTokens
 from unixcxr.train.distributed import DistEnv
 from unixcxr.train.loop import LoopSettings, Trainer
@@ -117,10 +118,10 @@ def bench_stage(model: UniX, stage: str, build, micro: int, steps: int, folder: 
 
 
 def regional_compile_switches(model: UniX) -> dict:
-    """{"eager": ..., "compiled": ...}: UniX.compile_regions once, then its compiled regions put in
+    """{"eager": ..., "compiled": ...}: train.compile.compile_regions once, then its compiled regions put in
     place or taken away (they are instance attributes over the Expert methods)."""
     experts = [e for layer in model.layers for e in (layer.und, layer.gen)]
-    model.compile_regions()
+    compile_regions(model)
     compiled = [(e.qkv, e.update) for e in experts]
 
     def eager():
@@ -200,7 +201,7 @@ if __name__ == "__main__":
     parser.add_argument("--preset", default="small", help="model preset (default small)")
     parser.add_argument("--compile", action="store_true",
                         help="also time every stage with each expert's token-wise regions under torch.compile "
-                             "(UniX.compile_regions; about a minute of compiling on 2 CPU cores); "
+                             "(train.compile.compile_regions; about a minute of compiling on 2 CPU cores); "
                              "on by default without --quick")
     args = parser.parse_args()
     main(quick=args.quick, preset=args.preset, compile=args.compile or not args.quick)

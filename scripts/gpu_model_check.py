@@ -33,6 +33,8 @@ from unixcxr.inference.report import DecodingSettings, generate_reports, generat
 from unixcxr.model.config import preset  # noqa: E402
 from unixcxr.model.sequence import collate, understanding_layout  # noqa: E402
 from unixcxr.model.unix import UniX  # noqa: E402
+from unixcxr.train.compile import compile_regions  # noqa: E402
+from unixcxr.train.flops import step_flops  # noqa: E402
 
 
 def sync(device):
@@ -304,7 +306,7 @@ def train_checks(model, device, out, peak, quick, key="training", profile=False)
         if profile:
             write_profile(profile_table(step, device, f"{key} {stage}: one optimizer step"))
         tokens = batch.num_tokens
-        flops = model.step_flops(batch.sequence, freeze_und=stage != "und_sft")
+        flops = step_flops(model, batch.sequence, freeze_und=stage != "und_sft")
         results[stage] = {
             "tokens_per_step": tokens, "tokens_per_second": tokens / t, "mfu_vs_measured_peak": flops / t / peak,
             "step_seconds": t,
@@ -324,7 +326,7 @@ def main():
                         help="write torch.profiler tables (one training step per stage, five sampler steps) "
                              "to gpu_profile.txt beside the JSON")
     parser.add_argument("--compile", action="store_true",
-                        help="after the eager training steps, time them again under UniX.compile_regions "
+                        help="after the eager training steps, time them again under train.compile.compile_regions "
                              "(minutes of inductor compiling)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -345,7 +347,7 @@ def main():
                 ("train", lambda: train_checks(model, device, out, peak, args.quick, profile=args.profile))]
     if args.compile:
         def compiled():
-            model.compile_regions()
+            compile_regions(model)
             train_checks(model, device, out, peak, args.quick, key="training_compiled", profile=args.profile)
         sections.append(("compiled", compiled))
     with torch.inference_mode(False):

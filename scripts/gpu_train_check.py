@@ -140,7 +140,7 @@ def main() -> int:
     with torch.device(env.device):
         model = UniX(config).to(env.device)  # random weights, built on the device
     if args.strategy == "fsdp":
-        wrap(model, "fsdp", env, [*model.layers, *model.vit.vision_tower.blocks, model.vit])
+        wrap(model, "fsdp", env, [*model.layers, *model.vision.vision_tower.blocks, model.vision])
     peak = measure_peak_flops(env.device)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

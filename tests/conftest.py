@@ -13,7 +13,7 @@ def tiny_model() -> UniX:
     model = UniX(tiny()).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if not name.startswith("vit"):
+            if not name.startswith("vision"):
                 p.normal_(0, 0.15)
         model.init_gen_from_und()
         for layer in model.layers:  # then make the experts differ, so routing matters

@@ -17,7 +17,7 @@ import pytest
 from test_cleaning_llm import INVENTED, SECRET, ChatServer, Reply, client_for, faithful, inventing
 from unixcxr.cli import CliError
 from unixcxr.cli import clean as clean_cli
-from unixcxr.data.cleaning.pipeline import FAILED, LLM, RULES, PipelineConfig, run
+from unixcxr.data.cleaning.batch import FAILED, LLM, RULES, PipelineConfig, run
 from unixcxr.data.cleaning.records import ResumableWriter, read_records
 from unixcxr.data.cleaning.rewrite import LLMStage
 from unixcxr.data.reports import DataError

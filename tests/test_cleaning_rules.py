@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from unixcxr.data.cleaning.pipeline import PipelineConfig, run
+from unixcxr.data.cleaning.batch import PipelineConfig, run
 from unixcxr.data.cleaning.rules import clean_report, clean_sentence, find_noise
 from unixcxr.data.cleaning.sections import extract_sections, split_sentences
 from unixcxr.data.iu import iter_iu_reports

@@ -17,6 +17,8 @@ own modules and those of lower layers only:
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -148,3 +150,20 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
     source.write_text("def f():\n    from unixcxr.model import config\n    import unixcxr.labels\n")
     assert _imports("unixcxr.x", source, {"unixcxr.model", "unixcxr.model.config", "unixcxr.labels"}) == {
         "unixcxr.model", "unixcxr.model.config", "unixcxr.labels"}
+
+
+def test_the_command_line_parser_loads_without_torch():
+    """`unixcxr --help` builds the parser from every subcommand module: none of them may pull in torch
+    (and with it the model) at import or registration (cli/__init__.py says why)."""
+    code = ("import sys; from unixcxr.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'unixcxr.model.unix', 'unixcxr.pipeline') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_model_file_holds_training_concerns():
+    """model/ is the network: torch.compile and FLOP counting live in train/ (compile.py, flops.py)."""
+    model = Path(unixcxr.__file__).parent / "model"
+    for path in model.glob("*.py"):
+        text = path.read_text()
+        assert "torch.compile(" not in text and "FlopCounterMode" not in text, path.name

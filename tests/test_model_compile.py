@@ -1,4 +1,4 @@
-"""Regional torch.compile (UniX.compile_regions) computes what eager does: training loss and every
+"""Regional torch.compile (train.compile.compile_regions) computes what eager does: training loss and every
 gradient, with one graph per region for all layers, experts and batch shapes (no recompiling per
 batch); a generation stage's frozen und expert gets graphs of its own; eval-mode calls (decoding,
 sampling) stay eager and compile nothing."""
@@ -13,6 +13,7 @@ from unixcxr.inference.report import DecodingSettings, generate_reports
 from unixcxr.model.config import tiny
 from unixcxr.model.sequence import collate, generation_layout, understanding_layout
 from unixcxr.model.unix import UniX
+from unixcxr.train.compile import compile_regions
 
 pytestmark = pytest.mark.slow  # ~1 min of inductor compiling on 2 cores
 
@@ -60,7 +61,7 @@ def test_compiled_regions_match_eager_in_training_and_inference():
                                    noise=torch.randn(2, 4, 8, 8))
 
     model.train()
-    model.compile_regions()
+    compile_regions(model)
     compiled = [_step(model, _mixed_batch(model, n), n) for n in (5, 9, 14)]  # three batch shapes
     compiled_gen = [_gen_step(model, n, n) for n in (7, 12)]
     for (loss_e, grads_e), (loss_c, grads_c) in zip(eager + eager_gen, compiled + compiled_gen):

@@ -88,7 +88,7 @@ def test_the_folder_records_its_version_and_a_model_card(saved):
     assert 'AutoencoderKL.from_pretrained("' + str(saved) + '", subfolder="vae")' in card
 
 
-METRICS = {  # the shape of a `unixcxr evaluate` metrics.json (evaluate/benchmark.py), numbers made up
+METRICS = {  # the shape of a `unixcxr evaluate` metrics.json (evaluate/suite.py), numbers made up
     "data": "/data/synth", "settings": {"split": "test"}, "n_studies": 60,
     "reports": {"model": {"label_f1": {"uncertain_as_positive": {"micro_f1_14": 0.412, "macro_f1_14": 0.25,
                                                                  "micro_f1_5": 0.5}},

@@ -61,7 +61,7 @@ def test_fixed_shape_decode_step_gives_the_growing_caches_logits(tiny_model, pro
     assert not torch.equal(fixed_logits[1], fixed_logits[2])
 
 
-def test_fixed_shape_decode_step_writes_only_its_slot_column_and_clears_the_slot(tiny_model):
+def test_fixed_shape_decode_step_writes_only_its_slot_column(tiny_model):
     from unixcxr.inference.report import DecodeStep
 
     images, prompts = torch.randn(1, 3, 32, 32), [[10, 11]]
@@ -70,7 +70,6 @@ def test_fixed_shape_decode_step_writes_only_its_slot_column_and_clears_the_slot
     step = DecodeStep(tiny_model, cache, torch.ones(1, 3, dtype=torch.bool))
     step.set(torch.tensor([grown[0][0]]), torch.zeros(1, 1, dtype=torch.long), 2)
     step()  # writes the last column of every layer, nothing before it
-    assert cache.slot is None  # cleared after the step, so a prefill after it grows the cache again
     assert torch.count_nonzero(cache.k[:, :, :, 2]) > 0 and torch.count_nonzero(cache.k[:, :, :, :2]) == 0
 
 

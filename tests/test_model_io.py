@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from unixcxr.inference.report import DecodingSettings, generate_reports
 from unixcxr.model.io import ModelFolderError, load_model_folder, save_model_folder
@@ -21,6 +22,21 @@ def test_saved_folder_reloads_to_identical_outputs(tiny_model, tmp_path):
         assert torch.equal(value, vae2.state_dict()[key]), key
     x = torch.rand(1, 3, 16, 16) * 2 - 1  # the loaded VAE runs channels-last on a CPU: other rounding
     assert torch.allclose(vae.encode(x), vae2.encode(x), atol=1e-5)
+
+
+def test_a_folder_written_when_the_image_encoder_was_called_vit_loads_unchanged(tiny_model, tmp_path):
+    """Folders and checkpoints of earlier versions keep the encoder's weights under `vit.`."""
+    folder = save_model_folder(tmp_path / "m", tiny_model)
+    state = load_file(folder / "model.safetensors")
+    assert any(k.startswith("vision.") for k in state)
+    save_file({("vit." + k[7:] if k.startswith("vision.") else k): v for k, v in state.items()},
+              folder / "model.safetensors")
+    model, _, _ = load_model_folder(folder)
+    images = torch.randn(1, 3, 32, 32)
+    assert torch.equal(model.encode_images(images), tiny_model.encode_images(images))
+    model.load_state_dict({("vit." + k[7:] if k.startswith("vision.") else k): v  # a raw checkpoint too
+                           for k, v in tiny_model.state_dict().items()})
+    assert model.vit is model.vision
 
 
 def test_truncated_weights_are_refused_with_the_file_named(tiny_model, tmp_path):

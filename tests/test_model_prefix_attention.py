@@ -4,7 +4,8 @@ text queries run over the text keys alone, and the result is the full attention'
 import torch
 import torch.nn.functional as F
 
-from unixcxr.model.attention import causal_prefix, prefix_attention
+from unixcxr.model.attention import Mask, causal_prefix, prefix_attention
+from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, collate, generation_layout, understanding_layout
 
 
@@ -66,8 +67,9 @@ def test_frozen_prefix_gives_the_generation_loss_gradients_of_the_full_attention
 
     def velocity_and_grads(prefix: int | None):
         h = model.embed(batch, None, model.latent_tokens(x_t, t), freeze_und=True)
-        h, _ = model.run_layers(h, is_gen, batch.position, mask, None, True, valid=batch.segment >= 0,
-                                prefix=prefix)  # None: run_layers finds the prefix itself
+        routing = Routing.from_mask(is_gen, batch.segment >= 0)
+        layout = Mask.of_layout(mask, is_gen) if prefix is None else Mask.explicit(mask, prefix)
+        h, _ = model.run_layers(h, routing, batch.position, layout, None, True)  # None: the layout's own prefix
         vel = model.velocity(h[is_gen])
         grads = torch.autograd.grad(vel.square().mean(), [p for p in params if p.requires_grad], allow_unused=True)
         return vel.detach(), grads

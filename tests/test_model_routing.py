@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unixcxr.inference.images import encode_prompts, fold_block_rotation
+from unixcxr.model.attention import Mask
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, collate, generation_layout
@@ -89,7 +90,7 @@ def test_block_routing_equals_index_routing_in_outputs_and_gradients(tiny_model,
     for routing in (block, _index_routing_of(is_gen, valid)):
         tiny_model.zero_grad()
         h0 = tiny_model.embed(batch, latent_tokens=latents, freeze_und=True)
-        out, _ = tiny_model.run_layers(h0, routing, batch.position, mask, freeze_und=True)
+        out, _ = tiny_model.run_layers(h0, routing, batch.position, Mask.of_layout(mask, is_gen), freeze_und=True)
         out[is_gen].square().sum().backward()
         grads = {n: p.grad.clone() for n, p in tiny_model.named_parameters() if p.grad is not None}
         results.append((out.detach(), grads))
@@ -108,7 +109,7 @@ def test_shared_first_layer_rows_equal_repeated_rows(tiny_model):
     batch = collate([generation_layout(s, [30, 31], 16)] * 2)
     routing = Routing.from_mask(batch.kind == LATENT)
     h = torch.randn(2, batch.shape[1], tiny_model.config.llm.hidden_size)
-    mask = batch.attention_mask().repeat(3, 1, 1, 1)
+    mask = Mask.explicit(batch.attention_mask().repeat(3, 1, 1, 1))
     positions = batch.position.repeat(3, 1)
     with torch.no_grad():
         shared, _ = tiny_model.run_layers(h, routing, positions, mask, shared=3)

@@ -68,13 +68,13 @@ def test_released_preset_has_3_22b_parameters_with_the_documented_parts():
     assert counts["gen_expert"] == counts["und_expert"]
     assert abs(counts["embed_tokens"] - 0.21e9) / 0.21e9 < 0.01
     assert counts["lm_head"] == counts["embed_tokens"]  # untied
-    assert abs(counts["vit"] - 0.304e9) / 0.304e9 < 0.01
+    assert abs(counts["vision"] - 0.304e9) / 0.304e9 < 0.01
     assert abs(counts["connector"] - 6.3e6) / 6.3e6 < 0.01
     assert abs(counts["time_embedder"] - 4.7e6) / 4.7e6 < 0.02
     layer = model.layers[0].und
     assert tuple(layer.q_proj.weight.shape) == (2048, 2048) and layer.q_proj.bias is not None
     assert layer.o_proj.bias is None and tuple(layer.q_norm.weight.shape) == (128,)
-    assert tuple(model.vit.vision_tower.pos_embed.shape) == (1, 576, 1024)
+    assert tuple(model.vision.vision_tower.pos_embed.shape) == (1, 576, 1024)
     assert tuple(model.latent_pos.pos_embed.shape) == (1024, 2048)
 
 
@@ -137,7 +137,7 @@ def test_centred_connector_subtracts_the_fitted_position_mean_and_survives_save_
     images = torch.randn(12, 3, S, S)
     model.fit_feature_mean([images[:5], images[5:]])
     with torch.no_grad():
-        feats = model.vit(images)
+        feats = model.vision(images)
     assert torch.allclose(model.connector.feature_mean, feats.mean(0), atol=1e-5)
     with torch.no_grad():  # what reaches the connector's first layer is centred per position
         assert torch.allclose(model.connector.layers(feats - feats.mean(0)), model.encode_images(images), atol=1e-6)
@@ -145,7 +145,7 @@ def test_centred_connector_subtracts_the_fitted_position_mean_and_survives_save_
     loaded, _, _ = load_model_folder(tmp_path / "m", with_vae=False)
     assert torch.equal(loaded.connector.feature_mean, model.connector.feature_mean)
     trained = set_trainable(model, SPECS["und_sft"], repa=False)  # the mean stays valid: ViT frozen
-    assert "connector.layers.0.weight" in trained and not any(n.startswith("vit.") for n in trained)
+    assert "connector.layers.0.weight" in trained and not any(n.startswith("vision.") for n in trained)
 
 
 def test_released_layout_has_no_feature_mean_buffer():

@@ -218,7 +218,7 @@ def test_demo_preprocessing_keeps_a_non_square_image_non_square_which_their_vit_
 
 
 def test_release_vit_uses_exact_gelu(pipe):
-    act = pipe.model.vit.vision_tower.blocks[0].mlp.act
+    act = pipe.model.vision.vision_tower.blocks[0].mlp.act
     x = torch.tensor([1.0, -0.5, 2.0])
     torch.testing.assert_close(act(x), 0.5 * x * (1 + torch.erf(x / 2 ** 0.5)))  # erf, not the tanh form
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from unixcxr.train.pipeline import RunFolder, TrainError, derive_config
 from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError, recipe_diff
+from unixcxr.train.runner import RunFolder, TrainError, derive_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MINIMAL = {"preset": "tiny", "stages": {"tokenizer": {"vocab_size": 300},
@@ -88,7 +88,7 @@ def test_recipe_round_trips_through_yaml_and_diff_names_changed_fields(tmp_path)
 
 def test_a_stage_may_set_its_own_gradient_clip_and_otherwise_takes_the_optimizers(tmp_path):
     from unixcxr.train.distributed import DistEnv
-    from unixcxr.train.pipeline import RunContext
+    from unixcxr.train.runner import RunContext
 
     data = {**MINIMAL, "optimizer": {"clip_grad": 1.0},
             "stages": {**MINIMAL["stages"], "vae": {"steps": 2, "lr": 1e-3, "batch_size": 2, "micro_batch_size": 2,

@@ -17,8 +17,9 @@ from unixcxr.model.config import UniXConfig, tiny
 from unixcxr.model.unix import UniX
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.distributed import DistEnv
-from unixcxr.train.pipeline import RunContext, RunFolder, TrainError, train
+from unixcxr.train.flops import encoder_flops
 from unixcxr.train.recipe import Recipe
+from unixcxr.train.runner import RunContext, RunFolder, TrainError, train
 from unixcxr.train.vae import PerceptualLoss, build_perceptual
 from unixcxr.train.vision import FROZEN_CNN_BLOCKS, LabelNet, report_labels, save_vit
 
@@ -54,7 +55,7 @@ def test_cnn_tokens_are_its_last_feature_map_whatever_the_mode():
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         enc(x[:1])
-    assert enc.flops_per_image() == counter.get_total_flops() > 0
+    assert encoder_flops(enc) == counter.get_total_flops() > 0
 
 
 def test_label_net_starts_from_imagenet_and_hands_its_tower_to_unix():
@@ -62,7 +63,7 @@ def test_label_net_starts_from_imagenet_and_hands_its_tower_to_unix():
 
     net = LabelNet(_config().vision)
     imagenet = effnet_lite0().network.state_dict()
-    tower = net.vit.vision_tower
+    tower = net.vision.vision_tower
     assert all(torch.equal(v, imagenet[k]) for k, v in tower.state_dict().items() if k in imagenet)
     early = [*tower.conv_stem.parameters(), *tower.blocks[:FROZEN_CNN_BLOCKS].parameters()]
     late = [*tower.blocks[FROZEN_CNN_BLOCKS:].parameters(), *tower.conv_head.parameters()]
@@ -72,9 +73,9 @@ def test_label_net_starts_from_imagenet_and_hands_its_tower_to_unix():
     net.train()(x)
     assert torch.equal(tower.blocks[0][0].bn1.running_mean, before)  # frozen stages keep ImageNet statistics
     model = UniX(_config())
-    model.vit.load_state_dict(net.vit.state_dict())  # strict: same keys with frozen norms
+    model.vision.load_state_dict(net.vision.state_dict())  # strict: same keys with frozen norms
     with torch.no_grad():
-        a, b = net.eval().vit(x), model.vit(x)
+        a, b = net.eval().vision(x), model.vision(x)
     assert (a - b).abs().max() < 1e-4 * a.abs().max()  # BatchNorm folded differently: float rounding only
 
 
@@ -103,16 +104,16 @@ def test_the_reader_perceptual_term_sees_films_through_the_fine_tuned_reader(tmp
     torch.manual_seed(0)
     net = LabelNet(ctx.config().vision)
     with torch.no_grad():
-        net.vit.vision_tower.conv_head.weight.mul_(-1)  # a "fine-tuned" reader: unlike ImageNet's
-    save_vit(net.vit, ctx.run.vision_weights)
+        net.vision.vision_tower.conv_head.weight.mul_(-1)  # a "fine-tuned" reader: unlike ImageNet's
+    save_vit(net.vision, ctx.run.vision_weights)
     reader = build_perceptual(ctx, "reader")
     imagenet = build_perceptual(ctx, "efficientnet-lite0")
-    assert torch.equal(reader.net.conv_head.weight, net.vit.vision_tower.conv_head.weight)
+    assert torch.equal(reader.net.conv_head.weight, net.vision.vision_tower.conv_head.weight)
     assert not torch.equal(reader.net.conv_head.weight, imagenet.net.conv_head.weight)
     assert not any(p.requires_grad for p in reader.parameters())
     # VAE images in [-1, 1] reach the reader normalised as the reader reads films: (x01 - 0.4) / 0.25
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    want = net.eval().vit.vision_tower.forward_intermediates(((x + 1) / 2 - 0.4) / 0.25, indices=[4],
+    want = net.eval().vision.vision_tower.forward_intermediates(((x + 1) / 2 - 0.4) / 0.25, indices=[4],
                                                                intermediates_only=True)[0]
     got = reader.features(x)[-1]
     assert torch.allclose(got, want, atol=1e-5)
@@ -152,7 +153,7 @@ def test_the_stages_train_and_use_a_fine_tuned_cnn_reader(tmp_path):
     tower = load_file(out / "vision/vit.safetensors")
     model_state = load_file(out / "model/model.safetensors")
     for key, value in tower.items():  # und_sft and gen_pretrain kept the fine-tuned encoder frozen
-        assert torch.equal(model_state[f"vit.{key}"], value), key
+        assert torch.equal(model_state[f"vision.{key}"], value), key
     assert model_state["connector.feature_mean"].shape == (4, 1280)
     assert model_state["connector.feature_mean"].abs().sum() > 0
     config = json.loads((out / "model/config.json").read_text())

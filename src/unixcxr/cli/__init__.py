@@ -4,7 +4,12 @@ adds one subcommand; the module's docstring first line is its one-line help.
 Every error a user can cause is ONE line on stderr, "unixcxr COMMAND: error: WHAT; FIX", with exit
 status 2 (1 when some inputs were processed and others skipped): argparse's own errors too (no
 usage block), and numbers refused by the shared validation layer (unixcxr.validation) under the
-option's own name."""
+option's own name.
+
+Subcommand modules import torch, the model and the training code inside their `run()`, not at the
+top: building the parser imports every subcommand module, and `unixcxr --help` or a mistyped option
+should answer in a fraction of a second. Everywhere else in the package imports sit at the top.
+`tests/test_layering.py` checks that the parser loads without torch."""
 
 from __future__ import annotations
 

@@ -97,8 +97,8 @@ def _llm_stage(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from unixcxr.data.cleaning.pipeline import PipelineConfig
-    from unixcxr.data.cleaning.pipeline import run as run_pipeline
+    from unixcxr.data.cleaning.batch import PipelineConfig
+    from unixcxr.data.cleaning.batch import run as run_pipeline
     from unixcxr.data.reports import DataError
 
     if args.workers < 1 or (args.limit is not None and args.limit < 0):

@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 from unixcxr.cli import CliError
-from unixcxr.demo.run import DEFAULT_BUDGET_MINUTES
+from unixcxr.demo.budget import DEFAULT_BUDGET_MINUTES
 
 
 def register(sub) -> None:

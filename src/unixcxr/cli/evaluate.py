@@ -78,9 +78,9 @@ def run(args) -> int:
     from unixcxr.data.reports import DataError
     from unixcxr.data.sources import DataSource
     from unixcxr.data.tokenizer import TokenizerError
-    from unixcxr.evaluate.benchmark import MIN_STUDIES, BenchmarkSettings, run_benchmark, select
     from unixcxr.evaluate.image_features import build_extractor
     from unixcxr.evaluate.privacy import load_reid
+    from unixcxr.evaluate.suite import MIN_STUDIES, BenchmarkSettings, run_benchmark, select
     from unixcxr.evaluate.synthetic_use import select_training
     from unixcxr.model.io import ModelFolderError, resolve_model_folder
     from unixcxr.pipeline import UniXPipeline

@@ -127,7 +127,7 @@ def data_set_jobs(args: argparse.Namespace) -> list[tuple[Path, str, int]]:
     """One job per study of a data set's split: its findings (the evaluation's prompt), seed + i."""
     from unixcxr.data.reports import DataError
     from unixcxr.data.sources import DataSource
-    from unixcxr.evaluate.benchmark import first_per_study
+    from unixcxr.evaluate.suite import first_per_study
 
     try:
         studies = first_per_study(DataSource(args.prompts).samples(args.split))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from unixcxr.cli import CliError
+from unixcxr.files import atomic_output
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # what `generate -o` writes, by suffix
 JPEG_QUALITY = 95
@@ -52,7 +53,6 @@ def check_output_folder(path: Path, option: str) -> Path:
 
 def write_image(path: Path, image) -> None:
     """A Pillow image written atomically in the format its suffix names (x.jpg holds JPEG bytes)."""
-    from unixcxr.files import atomic_output
 
     fmt = IMAGE_FORMATS[path.suffix.lower()]
     with atomic_output(path) as tmp:

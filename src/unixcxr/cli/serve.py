@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unixcxr.cli import CliError
 from unixcxr.cli.report import add_pixel_limit_argument, load_pipeline, max_pixels
+from unixcxr.serve.limits import MIB, ServeLimits
 
 PORT_MAX = 65535
 
@@ -31,8 +32,6 @@ default; use --host 0.0.0.0 only behind your own access control."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from unixcxr.serve.service import MIB, ServeLimits
-
     d = ServeLimits()
     parser = subparsers.add_parser("serve", help=__doc__.splitlines()[0], description=__doc__, epilog=EXAMPLES,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,8 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-
-    from unixcxr.serve.service import MIB, ServeLimits
 
     if (args.model is None) == (not args.demo):
         raise CliError("give --model FOLDER (or --demo for a random-weight tiny model)")

@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from unixcxr.data.reports import DataError
     from unixcxr.train.checkpoint import CheckpointError
     from unixcxr.train.loop import NonFiniteLoss
-    from unixcxr.train.pipeline import TrainError, train
     from unixcxr.train.recipe import RecipeError
+    from unixcxr.train.runner import TrainError, train
 
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process speaks for all
     if args.gpus < 1:

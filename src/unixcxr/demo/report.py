@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 from unixcxr.data.sources import DataSource
-from unixcxr.evaluate.benchmark import first_per_study, generation_prompt, headline, reference_report
 from unixcxr.evaluate.labeler import label_reports
+from unixcxr.evaluate.suite import first_per_study, generation_prompt, headline, reference_report
 from unixcxr.labels import OBSERVATIONS
 from unixcxr.train.recipe import STAGE_ORDER
 

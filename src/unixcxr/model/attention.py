@@ -6,12 +6,41 @@ rest is one fused SDPA. Why each fast path is not the obvious one: docs/performa
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-FULL_ATTENTION = "full"  # mask value: every query sees every key (no mask tensor needed)
 DECODE_QUERY_LIMIT = 4  # up to this many queries over a longer cache, plain matmul attention is faster
+
+
+@dataclass(frozen=True, eq=False)
+class Mask:
+    """Which keys each query of a forward sees. `kind`: "causal" (each query sees the keys up to its
+    own column; no tensor), "full" (every key; no tensor) or "explicit" (`tensor` [B, 1, L, Lk] bool,
+    True = attend). `prefix`: the leading query columns that are causal und tokens seeing only the keys
+    before it (`causal_prefix`), which attention then runs over those keys alone; 0: no split."""
+
+    kind: str
+    tensor: torch.Tensor | None = None
+    prefix: int = 0
+
+    @classmethod
+    def causal(cls) -> Mask:
+        return cls("causal")
+
+    @classmethod
+    def full(cls) -> Mask:
+        return cls("full")
+
+    @classmethod
+    def explicit(cls, tensor: torch.Tensor, prefix: int = 0) -> Mask:
+        return cls("explicit", tensor, prefix)
+
+    @classmethod
+    def of_layout(cls, tensor: torch.Tensor, is_gen: torch.Tensor) -> Mask:
+        """An explicit mask with its causal prefix found (a training or validation batch, no cache)."""
+        return cls("explicit", tensor, causal_prefix(tensor, is_gen))
 
 
 def decode_attention(q, k, v, mask):
@@ -54,14 +83,14 @@ def prefix_attention(q, k, v, mask, prefix: int, freeze_und: bool) -> torch.Tens
     return torch.cat([head, tail], dim=2)
 
 
-def attend(q, k, v, mask, prefix: int = 0, freeze_und: bool = False, cached: bool = False) -> torch.Tensor:
-    """q: [B, nq, L, d]; k, v: [B, nkv, Lk, d]; mask: [B, 1, L, Lk] bool (True = attend), None for
-    plain causal, or FULL_ATTENTION -> [B, nq, L, d]. prefix: leading causal und query columns that
-    see only the keys before it (0: none); cached: the keys include a cache's earlier columns."""
+def attend(q, k, v, mask: Mask, freeze_und: bool = False, cached: bool = False) -> torch.Tensor:
+    """q: [B, nq, L, d]; k, v: [B, nkv, Lk, d] -> [B, nq, L, d], picking the kernel: a few queries over
+    a longer cache take two matmuls, a causal und prefix attends over its own keys, the rest is one
+    SDPA. cached: the keys include a cache's earlier columns (no prefix split then)."""
     L = q.shape[2]
     if L <= DECODE_QUERY_LIMIT and k.shape[2] > L:
-        return decode_attention(q, k, v, None if isinstance(mask, str) else mask)
-    if 0 < prefix < L and not cached:
-        return prefix_attention(q, k, v, mask, prefix, freeze_und)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=None if isinstance(mask, str) else mask,
-                                          is_causal=mask is None and L > 1, enable_gqa=q.shape[1] != k.shape[1])
+        return decode_attention(q, k, v, mask.tensor)
+    if 0 < mask.prefix < L and not cached:
+        return prefix_attention(q, k, v, mask.tensor, mask.prefix, freeze_und)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.tensor, is_causal=mask.kind == "causal" and L > 1,
+                                          enable_gqa=q.shape[1] != k.shape[1])

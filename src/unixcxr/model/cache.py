@@ -1,7 +1,9 @@
 """Keys and values of earlier tokens, preallocated for every layer (decoding and the image sampler's
-cached prompt)."""
+cached prompt), and the view of them one forward reads and writes."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -9,11 +11,8 @@ import torch
 class KVCache:
     """Preallocated keys/values for every layer: [layers, B, kv_heads, max_len, head_dim]. New keys are
     written in place after `length`; `advance` commits them. Writing without advancing gives
-    scratch space: the image sampler reuses the cached prompt at every step this way.
-    With `slot` set (a one-element long tensor on the cache's device), one new column is written at
-    that index and every layer attends over the whole capacity (the caller's mask hides the columns
-    after it): shapes and indices that never change between steps, so a decode step can be
-    replayed from a CUDA graph."""
+    scratch space: the image sampler reuses the cached prompt at every step this way. A forward that
+    touches only some rows, or writes at a fixed column, takes a `view`."""
 
     def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device):
@@ -21,27 +20,50 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0
-        self.rows = slice(None)  # which batch rows the next forward touches
-        self.slot: torch.Tensor | None = None  # static writes: the column index, on the device
 
     @property
     def max_len(self) -> int:
         return self.k.shape[3]
 
+    def view(self, rows: slice | torch.Tensor = slice(None), slot: torch.Tensor | None = None) -> CacheView:
+        return CacheView(self, rows, slot)
+
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # k, v: [B, kv_heads, L, d] -> all keys/values so far: [B, kv_heads, length + L, d]
-        # (static writes: L = 1 at `slot`, and the whole capacity back: [B, kv_heads, max_len, d])
-        if self.slot is not None:
-            if not isinstance(self.rows, slice):  # indexed rows would be a copy, not the cache
-                raise ValueError("static KV-cache writes take every batch row (rows = slice(None))")
-            keys, values = self.k[layer, self.rows], self.v[layer, self.rows]
-            return keys.index_copy_(2, self.slot, k), values.index_copy_(2, self.slot, v)
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
-        self.k[layer, self.rows, :, self.length:end] = k
-        self.v[layer, self.rows, :, self.length:end] = v
-        return self.k[layer, self.rows, :, :end], self.v[layer, self.rows, :, :end]
+        """Every row, after `length`: see CacheView.write."""
+        return CacheView(self).write(layer, k, v)
 
     def advance(self, n: int) -> None:
         self.length += n
+
+
+@dataclass(frozen=True, eq=False)
+class CacheView:
+    """What one forward reads and writes of a KVCache: the batch `rows` it runs on (the image sampler's
+    branches of a prompt cache), and for static writes `slot` (a one-element long tensor on the cache's
+    device): one new column is written at that index and every layer attends over the whole capacity
+    (the caller's mask hides the columns after it): shapes and indices that never change between
+    steps, so a decode step can be replayed from a CUDA graph."""
+
+    cache: KVCache
+    rows: slice | torch.Tensor = field(default_factory=lambda: slice(None))
+    slot: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: [B, kv_heads, L, d] -> all keys/values so far: [B, kv_heads, length + L, d]
+        # (static writes: L = 1 at `slot`, and the whole capacity back: [B, kv_heads, max_len, d])
+        cache, rows = self.cache, self.rows
+        if self.slot is not None:
+            if not isinstance(rows, slice):  # indexed rows would be a copy, not the cache
+                raise ValueError("static KV-cache writes take every batch row (rows = slice(None))")
+            keys, values = cache.k[layer, rows], cache.v[layer, rows]
+            return keys.index_copy_(2, self.slot, k), values.index_copy_(2, self.slot, v)
+        end = cache.length + k.shape[2]
+        if end > cache.max_len:
+            raise ValueError(f"KV cache overflow: {end} tokens > capacity {cache.max_len}")
+        cache.k[layer, rows, :, cache.length:end] = k
+        cache.v[layer, rows, :, cache.length:end] = v
+        return cache.k[layer, rows, :, :end], cache.v[layer, rows, :, :end]

@@ -26,7 +26,7 @@ FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
 
 
 def evaluation_facts(results: dict) -> dict:
-    """The headline numbers of a `unixcxr evaluate` metrics record (evaluate/benchmark.py), each
+    """The headline numbers of a `unixcxr evaluate` metrics record (evaluate/suite.py), each
     with what produced it. Missing parts are left out rather than guessed."""
     facts: dict = {"data": results.get("data"), "split": (results.get("settings") or {}).get("split"),
                    "studies": results.get("n_studies"),

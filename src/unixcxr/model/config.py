@@ -11,6 +11,7 @@ from pathlib import Path
 
 from unixcxr.files import write_text
 from unixcxr.flow.presets import PRESET_CHANGES
+from unixcxr.model.encoders import ENCODERS
 from unixcxr.validation import GUIDANCE_RULES
 
 
@@ -32,8 +33,7 @@ class LanguageConfig:
     qk_norm: bool = True
 
 
-VISION_ENCODERS = ("vit", "efficientnet-lite0")
-CNN_STRIDE, CNN_WIDTH = 32, 1280  # EfficientNet-Lite0's last feature map: stride 32, 1280 channels
+VISION_ENCODERS = tuple(ENCODERS)
 
 
 @dataclass
@@ -182,9 +182,10 @@ class UniXConfig:
         vis = self.vision
         if vis.encoder not in VISION_ENCODERS:
             raise ValueError(f"vision.encoder {vis.encoder!r} is not one of {VISION_ENCODERS}")
-        if vis.encoder != "vit" and (vis.patch_size, vis.width) != (CNN_STRIDE, CNN_WIDTH):
-            raise ValueError(f"vision.encoder {vis.encoder} gives tokens of stride {CNN_STRIDE} and width {CNN_WIDTH}: "
-                             f"set vision.patch_size: {CNN_STRIDE} and vision.width: {CNN_WIDTH}")
+        grid = ENCODERS[vis.encoder].grid
+        if grid is not None and (vis.patch_size, vis.width) != grid:
+            raise ValueError(f"vision.encoder {vis.encoder} gives tokens of stride {grid[0]} and width {grid[1]}: "
+                             f"set vision.patch_size: {grid[0]} and vision.width: {grid[1]}")
         if vis.image_size % vis.patch_size:
             raise ValueError("vision.image_size must be a multiple of vision.patch_size")
         ids = [getattr(self.tokens, f.name) for f in dataclasses.fields(self.tokens)]

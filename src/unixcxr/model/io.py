@@ -33,7 +33,7 @@ from unixcxr.files import atomic_output
 from unixcxr.model.card import CARD, card_facts, read_card_facts, render_card
 from unixcxr.model.config import RELEASED_CONVENTIONS, TokenConfig, UniXConfig
 from unixcxr.model.tokenizer import SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, ReportTokenizer, SpecialTokens
-from unixcxr.model.unix import UniX
+from unixcxr.model.unix import UniX, upgrade_state_dict
 from unixcxr.model.vae import (
     DIFFUSERS_CONFIG,
     DIFFUSERS_WEIGHTS,
@@ -150,6 +150,8 @@ def _load_weights(module: torch.nn.Module, file: Path) -> None:
     except Exception as err:  # safetensors raises several types for truncated / corrupt files
         raise ModelFolderError(f"{file}: cannot read weights ({err}); the file is truncated or corrupt, "
                                "copy or export it again") from err
+    if isinstance(module, UniX):
+        state = upgrade_state_dict(state)
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -6,13 +6,14 @@ the joint sequence (the paper's cross-modal self-attention)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unixcxr.model.attention import attend
-from unixcxr.model.cache import KVCache
+from unixcxr.model.attention import Mask, attend
+from unixcxr.model.cache import CacheView, KVCache
 from unixcxr.model.config import LanguageConfig
 from unixcxr.model.embedders import apply_rotary
 from unixcxr.model.linear import Linear
@@ -20,17 +21,10 @@ from unixcxr.model.routing import Routing
 
 
 class RMSNorm(nn.RMSNorm):
-    """RMSNorm computed in float32 whatever the activation dtype (as LLaMA does): under bf16
-    autocast the fp32 weight would otherwise push torch off its fused kernel. Under autocast the
-    output is in the autocast dtype: every consumer is a projection that computes in it, and one cast
-    here replaces one per projection (q, k, v; gate, up), forward and backward. Without autograd on
-    a CPU, where F.rms_norm is not fused (square, mean, add, rsqrt, two products: a pass over x
-    each), the mean square comes from one vector_norm reduction instead: 2.9x faster at
-    [1032, 384], 6.4x at the QK-norm's [6192, 64] (2 cores; same numbers to 3e-6). With autograd
-    its longer backward cancels the gain (training steps 0.95-1.09x), so training keeps F.rms_norm.
-    On a GPU, rows and weight of one dtype (a bf16 model's inference) go straight to the fused
-    kernel, which accumulates in float32 itself: the same outputs as the float32 round trip, every
-    one equal, 1.9-3.3x faster without its two casts (H200, torch 2.11; scripts/gpu_model_check.py)."""
+    """RMSNorm computed in float32 whatever the activation dtype (as LLaMA does), its output in the
+    dtype the next projection computes in. Two fast paths, measured in docs/performance.md: a bf16
+    model on a GPU goes straight to the fused kernel (it accumulates in float32 itself), and without
+    autograd on a CPU the mean square comes from one vector_norm reduction."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = compute_dtype(x)
@@ -93,32 +87,20 @@ class Expert(nn.Module):
         x = x + self.o_proj(attn)
         return x + self.mlp(self.mlp_norm(x))
 
-    def compile(self, **kwargs) -> None:
-        """torch.compile the two token-wise regions, `qkv` and `update`, for training (kwargs go to
-        torch.compile). They see contiguous [N, H] rows of any N and hold everything but attention
-        and routing: inductor fuses their norms, SwiGLU and residual adds around the GEMMs. Every
-        expert runs the same code, so one graph serves all of them (parameters are graph inputs).
-        A frozen expert of a training step (the und expert of a generation stage: training mode, no
-        autograd) has graphs of its own (a second code object, so the grad-mode switch never
-        recompiles the first): gen_pretrain steps 1.08x over compiling the trained expert alone.
-        In eval mode (validation, decoding, sampling) the regions stay eager: N = 1 rows and the
-        sampler's view layouts would each make a new graph, and the recompile limit is 8."""
 
-        def when_training(eager, compiled, frozen):
-            def run(*tensors: torch.Tensor) -> torch.Tensor:
-                grad = torch.is_grad_enabled()
-                if not grad and not self.training:
-                    return eager(*tensors)
-                rows = (t.reshape(-1, t.shape[-1]).contiguous() for t in tensors)  # one rank, one layout
-                out = (compiled if grad else frozen)(*rows)
-                lead = tensors[0].shape[:-1]
-                return tuple(o.view(*lead, -1) for o in out) if isinstance(out, tuple) else out.view(*lead, -1)
-            return run
+@dataclass(frozen=True, eq=False)
+class LayerContext:
+    """What every layer of one forward shares."""
 
-        qkv, update = self.qkv, self.update
-        self.qkv = when_training(qkv, torch.compile(qkv, **kwargs), torch.compile(lambda x: qkv(x), **kwargs))
-        self.update = when_training(update, torch.compile(update, **kwargs),
-                                    torch.compile(lambda x, attn: update(x, attn), **kwargs))
+    shape: tuple[int, int]  # the [B, L] grid of the residual stream
+    routing: Routing  # which tokens go to which expert
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) [B, L, 1, d]; None: no rotation (the
+    # sampler's block, whose one shared position is folded into the cached prompt keys)
+    mask: Mask
+    cache: KVCache | CacheView | None = None
+    freeze_und: bool = False  # the und expert runs without autograd: a generation loss never reaches it
+    shared: int = 1  # x holds one guidance branch's rows, the input of `shared` branches: the projections
+    # run once and the output has shared * B rows, branch-major (block routing only)
 
 
 class MoTLayer(nn.Module):
@@ -128,48 +110,39 @@ class MoTLayer(nn.Module):
         self.und = Expert(cfg)
         self.gen = Expert(cfg)
 
-    def forward(self, x: tuple, shape: tuple[int, int], routing: Routing, rope, mask, cache: KVCache | None,
-                layer_idx: int, freeze_und: bool = False, shared: int = 1, prefix: int = 0) -> tuple:
-        # x: the residual stream split by expert, (und rows, gen rows) as Routing.split gives them,
-        # for a [B, L] grid (shape); returns the same after this layer
-        # rope: (cos, sin) [B, L, 1, d], or None for no rotation (the sampler's block, whose one
-        # shared position is folded into the cached prompt keys)
-        # mask: [B, 1, L, Lk] bool (True = attend), None for plain causal, or FULL_ATTENTION
-        # shared: x holds the rows of one guidance branch, identical in `shared` branches: the
-        # projections run once and the output has shared * B rows, branch-major (block routing only)
-        # prefix: the queries of columns [0, prefix) see only keys before it and are und tokens
-        # (causal_prefix; 0: no split)
-        cfg = self.cfg
+    def forward(self, x: tuple, ctx: LayerContext, layer_idx: int) -> tuple:
+        """x: the residual stream split by expert, (und rows, gen rows) as Routing.split gives them;
+        returns the same after this layer: each token through its own expert's projections and MLP,
+        one attention over the joint sequence."""
+        cfg, routing = self.cfg, ctx.routing
         nq, nkv, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        # with freeze_und the und expert runs without autograd: gradients stop at every one of its
-        # outputs, so a generation loss can never change understanding
-        und_ctx = torch.no_grad() if freeze_und else nullcontext()
+        und_ctx = torch.no_grad() if ctx.freeze_und else nullcontext()
         x_und, x_gen = x
         with und_ctx:
             qkv_und = self.und.qkv(x_und) if x_und is not None else (None,) * 3
         qkv_gen = self.gen.qkv(x_gen) if x_gen is not None else (None,) * 3
         # each [B, L, heads * d], rows of unit stride (Linear's skinny inference path gives transposed
         # views, which would push SDPA off its fused kernel)
-        q, k, v = (routing.merge(u, g, shape) for u, g in zip(qkv_und, qkv_gen))
+        q, k, v = (routing.merge(u, g, ctx.shape) for u, g in zip(qkv_und, qkv_gen))
         q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-        if shared > 1:
-            q, k, v = (t.repeat(shared, 1, 1) for t in (q, k, v))
-            x_und, x_gen = (t.repeat(shared, 1, 1) if t is not None else None for t in (x_und, x_gen))
+        if ctx.shared > 1:
+            q, k, v = (t.repeat(ctx.shared, 1, 1) for t in (q, k, v))
+            x_und, x_gen = (t.repeat(ctx.shared, 1, 1) if t is not None else None for t in (x_und, x_gen))
         B, L, _ = q.shape
         q, k = q.view(B, L, nq, d), k.view(B, L, nkv, d)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if ctx.rope is not None:
+            q, k = apply_rotary(q, *ctx.rope), apply_rotary(k, *ctx.rope)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, nq, L, d], [B, nkv, L, d]
         v = v.view(B, L, nkv, d).transpose(1, 2)
-        if cache is not None:
-            if mask is None and L > 1 and cache.length > 0:  # a causal flag would align to the wrong corner
+        if ctx.cache is not None:
+            if ctx.mask.kind == "causal" and L > 1 and ctx.cache.length > 0:  # would align to the wrong corner
                 raise ValueError("an explicit mask is needed when several queries follow cached keys")
-            k, v = cache.write(layer_idx, k, v)
-        attn = attend(q, k, v, mask, prefix, freeze_und, cached=cache is not None)
+            k, v = ctx.cache.write(layer_idx, k, v)
+        attn = attend(q, k, v, ctx.mask, ctx.freeze_und, cached=ctx.cache is not None)
         # the output projection's input, already in the dtype it computes in (under autocast: no round
         # trip through the residual stream's float32)
         dtype = compute_dtype(x_gen if x_gen is not None else x_und)
-        attn_und, attn_gen = routing.split(attn.transpose(1, 2).reshape(B, L, nq * d).to(dtype), freeze_und)
+        attn_und, attn_gen = routing.split(attn.transpose(1, 2).reshape(B, L, nq * d).to(dtype), ctx.freeze_und)
         with und_ctx:
             x_und = self.und.update(x_und, attn_und) if x_und is not None else None
         return x_und, self.gen.update(x_gen, attn_gen) if x_gen is not None else None

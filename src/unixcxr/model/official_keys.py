@@ -40,7 +40,7 @@ MODEL_RULES: list[tuple[str, object]] = [
     (r"language_model\.model\.norm\.weight", "und_norm.weight"),
     (r"language_model\.model\.norm_moe_gen\.weight", "gen_norm.weight"),
     (r"language_model\.lm_head\.weight", "lm_head.weight"),
-    (r"vit_model\.vision_tower\.(.+)", lambda m: f"vit.vision_tower.{m[1]}"),
+    (r"vit_model\.vision_tower\.(.+)", lambda m: f"vision.vision_tower.{m[1]}"),
     (r"connector\.layers\.([02])\.(weight|bias)", lambda m: f"connector.layers.{m[1]}.{m[2]}"),
     (r"time_embedder\.mlp\.([02])\.(weight|bias)", lambda m: f"time_embedder.mlp.{m[1]}.{m[2]}"),
     (r"(vae2llm|llm2vae)\.(weight|bias)", lambda m: f"{m[1]}.{m[2]}"),

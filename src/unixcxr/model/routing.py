@@ -29,6 +29,11 @@ class Routing:
     und_rest: torch.Tensor | None = None  # block routing with padding: `und` as indices into the rest columns
 
     @classmethod
+    def all_und(cls) -> Routing:
+        """Every token to the understanding expert (text decoding)."""
+        return cls(und=None, gen=None)
+
+    @classmethod
     def from_mask(cls, is_gen: torch.Tensor, valid: torch.Tensor | None = None) -> Routing:
         """is_gen, valid: [B, L] bool; valid False marks padding (None: no padding)."""
         flat = is_gen.reshape(-1)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unixcxr.flow import matching
-from unixcxr.model.attention import causal_prefix
-from unixcxr.model.cache import KVCache
+from unixcxr.model.attention import Mask
+from unixcxr.model.cache import CacheView, KVCache
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.embedders import (
     Connector,
@@ -23,7 +23,7 @@ from unixcxr.model.embedders import (
     TimestepEmbedder,
 )
 from unixcxr.model.linear import Linear
-from unixcxr.model.mot import MoTLayer, RMSNorm
+from unixcxr.model.mot import LayerContext, MoTLayer, RMSNorm
 from unixcxr.model.routing import Routing
 from unixcxr.model.sequence import IGNORE, LATENT, VIT, SequenceBatch
 from unixcxr.model.vision import VisionEncoder
@@ -60,7 +60,7 @@ class UniX(nn.Module):
         self.config = cfg = config.validate()
         llm, H = cfg.llm, cfg.llm.hidden_size
         # understanding: image reader
-        self.vit = VisionEncoder(cfg.vision)
+        self.vision = VisionEncoder(cfg.vision)
         self.connector = Connector(cfg.vision.width, H, cfg.vision.connector_act,
                                    cfg.vision.num_tokens if cfg.vision.center_features else None)
         # shared decoder: embeddings and RoPE shared, two experts per layer
@@ -78,6 +78,12 @@ class UniX(nn.Module):
         self.latent_pos = LatentPositionTable(H, cfg.gen.latent_grid_max)
         self.repa_projector = RepaProjector(H, cfg.gen.repa_dim) if cfg.gen.repa_dim else None
         self.reset_parameters()
+        self._register_load_state_dict_pre_hook(_renamed_vision_keys, with_module=True)
+
+    @property
+    def vit(self) -> VisionEncoder:
+        """The image encoder's former name (it need not be a ViT)."""
+        return self.vision
 
     # --- initialisation and parameter groups ---------------------------------------------------
     @torch.no_grad()
@@ -85,7 +91,7 @@ class UniX(nn.Module):
         """Decoder weights N(0, std), biases 0, llm2vae zero (the model starts by predicting zero
         velocity), gen expert a copy of und. The timm ViT keeps its own initialisation."""
         for name, module in self.named_modules():
-            if name.startswith("vit") or name == "latent_pos":
+            if name.startswith("vision") or name == "latent_pos":
                 continue
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
@@ -101,16 +107,6 @@ class UniX(nn.Module):
         for layer in self.layers:
             layer.gen.load_state_dict(layer.und.state_dict())
         self.gen_norm.load_state_dict(self.und_norm.state_dict())
-
-    def compile_regions(self, dynamic: bool = True, **kwargs) -> None:
-        """Regional torch.compile: each expert's token-wise regions (`Expert.compile`), not the whole
-        network, whose attention and routing change shape with every batch (a whole-model compile's
-        dynamic-shape backward fails an inductor stride check on CPU with torch 2.14). One compile
-        (~45 s on 2 CPU cores) serves every layer and batch shape; training steps 1.03-1.20x on CPU.
-        For training: eval-mode calls (validation, inference) run eagerly."""
-        for layer in self.layers:
-            layer.und.compile(dynamic=dynamic, **kwargs)
-            layer.gen.compile(dynamic=dynamic, **kwargs)
 
     def gen_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if is_gen_parameter(n)]
@@ -128,7 +124,7 @@ class UniX(nn.Module):
             "gen_expert": sum(count(layer.gen) for layer in self.layers),
             "embed_tokens": count(self.embed_tokens),
             "lm_head": count(self.lm_head),
-            "vit": count(self.vit),
+            "vision": count(self.vision),
             "connector": count(self.connector),
             "time_embedder": count(self.time_embedder),
             "latent_adapters": count(self.vae2llm) + count(self.llm2vae),
@@ -141,7 +137,7 @@ class UniX(nn.Module):
     # --- inputs -> decoder tokens ----------------------------------------------------------------
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         # images: [N, 3, S, S] normalised -> [N, n_vit, H]
-        return self.connector(self.vit(images))
+        return self.connector(self.vision(images))
 
     @torch.no_grad()
     def fit_feature_mean(self, images: Iterable[torch.Tensor]) -> None:
@@ -150,13 +146,13 @@ class UniX(nn.Module):
         resumed stage or another rank fits the same values."""
         if self.connector.feature_mean is None:
             raise ValueError("fit_feature_mean needs config.vision.center_features = true")
-        was_training = self.vit.training
-        self.vit.eval()
+        was_training = self.vision.training
+        self.vision.eval()
         total, count = torch.zeros_like(self.connector.feature_mean, dtype=torch.float64), 0
         for batch in images:
-            total += self.vit(batch.to(self.connector.feature_mean.device)).double().sum(0)
+            total += self.vision(batch.to(self.connector.feature_mean.device)).double().sum(0)
             count += batch.shape[0]
-        self.vit.train(was_training)
+        self.vision.train(was_training)
         if count == 0:
             raise ValueError("fit_feature_mean got no images")
         self.connector.feature_mean.copy_((total / count).to(self.connector.feature_mean.dtype))
@@ -178,41 +174,35 @@ class UniX(nn.Module):
         return h
 
     # --- the decoder -------------------------------------------------------------------------------
-    def run_layers(self, h, is_gen, positions, mask, cache: KVCache | None = None, freeze_und=False,
-                   capture_layer: int | None = None, valid: torch.Tensor | None = None, shared: int = 1,
-                   prefix: int | None = None):
-        """h: [B, L, H] through every MoT layer. Returns the last hidden state and, if asked, the
-        one after `capture_layer` layers (REPA). is_gen: [B, L] bool, or a prepared Routing. valid:
-        [B, L] bool, False at padding: those tokens skip the experts (their hidden state is zero).
-        positions: [B, L] RoPE positions, or None for no rotation. shared: h holds one guidance
-        branch's rows, the same input for `shared` branches: the first layer's projections run
-        once for all of them and the output has shared * B rows (the routing must be a block one).
-        prefix: leading causal und columns whose queries skip the later keys (attention.prefix_attention);
-        None finds them (causal_prefix) for a mask tensor without a cache, 0 turns the split off.
-        Between layers the stream stays split by expert (Routing.split / merge)."""
-        routing = is_gen if isinstance(is_gen, Routing) else Routing.from_mask(is_gen, valid)
+    def run_layers(self, h: torch.Tensor, routing: Routing, positions: torch.Tensor | None, mask: Mask,
+                   cache: KVCache | CacheView | None = None, freeze_und: bool = False,
+                   capture_layer: int | None = None, shared: int = 1):
+        """h: [B, L, H] through every MoT layer. Returns the last hidden state and, if asked, the one
+        after `capture_layer` layers (REPA). positions: [B, L] RoPE positions, or None for no rotation.
+        shared: h holds one guidance branch's rows, the same input for `shared` branches: the first
+        layer's projections run once for all of them and the output has shared * B rows (the routing
+        must be a block one). Between layers the stream stays split by expert (Routing.split / merge)."""
         if shared > 1 and routing.und is not None:  # index routing: its indices fit B * L tokens only
             raise ValueError("shared rows need a routing that does not index tokens (a block layout)")
         rope = self.rope(positions, h.dtype) if positions is not None else None
-        if prefix is None:
-            find = isinstance(mask, torch.Tensor) and cache is None and not isinstance(is_gen, Routing)
-            prefix = causal_prefix(mask, is_gen) if find else 0
         B, L = h.shape[:2]
+        ctx = LayerContext((B, L), routing, rope, mask, cache, freeze_und, shared)
         x, captured = routing.split(h, freeze_und), None
         for i, layer in enumerate(self.layers):
-            x = layer(x, (B, L), routing, rope, mask, cache, i, freeze_und, shared if i == 0 else 1, prefix)
-            if i == 0:
-                B *= shared  # the first layer turned one guidance branch's rows into all of them
+            x = layer(x, ctx, i)
+            if i == 0 and shared > 1:  # the first layer turned one guidance branch's rows into all of them
+                ctx = LayerContext((B * shared, L), routing, rope, mask, cache, freeze_und)
             if capture_layer == i + 1:
-                captured = routing.merge(*x, (B, L))
-        return routing.merge(*x, (B, L)), captured
+                captured = routing.merge(*x, ctx.shape)
+        return routing.merge(*x, ctx.shape), captured
 
     def hidden_states(self, batch: SequenceBatch, vit_tokens=None, latent_tokens=None, freeze_und=False,
                       capture_layer=None):
         h = self.embed(batch, vit_tokens, latent_tokens, freeze_und)
-        mask = None if batch.is_plain_causal() else batch.attention_mask()
-        return self.run_layers(h, batch.kind == LATENT, batch.position, mask, None, freeze_und, capture_layer,
-                               valid=batch.segment >= 0)
+        is_gen = batch.kind == LATENT
+        mask = Mask.causal() if batch.is_plain_causal() else Mask.of_layout(batch.attention_mask(), is_gen)
+        routing = Routing.from_mask(is_gen, batch.segment >= 0)
+        return self.run_layers(h, routing, batch.position, mask, None, freeze_und, capture_layer)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.und_norm(hidden))
@@ -284,36 +274,13 @@ class UniX(nn.Module):
         p = self.embed_tokens.weight
         return KVCache(llm.num_layers, batch, llm.num_kv_heads, max_len, llm.head_dim, p.dtype, p.device)
 
-    def flops_per_token(self, context: int) -> float:
-        """Forward+backward FLOPs per token (6N + attention), nanoGPT's estimate adapted to MoT: each
-        token uses one expert; lm_head included, embeddings excluded. See `step_flops` for a count
-        that follows what a training step really computes."""
-        llm = self.config.llm
-        n = self._expert_parameters() + self.lm_head.weight.numel()
-        return 6 * n + 12 * llm.num_layers * llm.num_heads * llm.head_dim * context
 
-    def _expert_parameters(self) -> int:
-        return sum(p.numel() for p in self.layers[0].und.parameters()) * self.config.llm.num_layers
+def upgrade_state_dict(state: dict) -> dict:
+    """Weights written by earlier versions under today's names: the image encoder was `vit`."""
+    return {("vision." + k[4:] if k.startswith("vit.") else k): v for k, v in state.items()}
 
-    def step_flops(self, batch: SequenceBatch, freeze_und: bool) -> float:
-        """Model FLOPs of one training step on `batch` (for MFU): 2 per parameter per token forward,
-        4 more backward where gradients flow. With freeze_und the und tokens and the ViT run forward
-        only and lm_head is not computed; a ViT whose parameters take no gradient (a centred one) runs
-        forward only; attention counts each query against its row's context."""
-        llm, vis = self.config.llm, self.config.vision
-        valid = batch.segment >= 0
-        n_gen = int((batch.kind == LATENT).sum())
-        n_und = int(valid.sum()) - n_gen
-        n_labels = int((batch.labels != IGNORE).sum())
-        n_images = int((batch.kind == VIT).sum()) // vis.num_tokens
-        und_mult = 2 if freeze_und else 6
-        expert = self._expert_parameters()
-        connector = sum(p.numel() for p in self.connector.parameters())
-        flops = expert * (und_mult * n_und + 6 * n_gen)
-        flops += 6 * self.lm_head.weight.numel() * n_labels
-        vit_mult = 3 if not freeze_und and any(p.requires_grad for p in self.vit.parameters()) else 1
-        flops += vit_mult * self.vit.flops_per_image() * n_images + und_mult * connector * n_images * vis.num_tokens
-        row_len = valid.sum(dim=1).float()
-        attn_pairs = float((row_len ** 2).sum())  # every query against its row (masks ignored, as nanoGPT)
-        flops += 6 * 2 * llm.num_layers * llm.num_heads * llm.head_dim * attn_pairs
-        return float(flops)
+
+def _renamed_vision_keys(module, state_dict, prefix, *args) -> None:
+    """load_state_dict of an earlier version's weights (upgrade_state_dict, under any prefix)."""
+    for key in [k for k in state_dict if k.startswith(prefix + "vit.")]:
+        state_dict[prefix + "vision." + key[len(prefix) + 4:]] = state_dict.pop(key)

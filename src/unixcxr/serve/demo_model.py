@@ -38,7 +38,7 @@ def random_model(preset_name: str, vocab_size: int, seed: int = 0) -> UniX:
     model = UniX(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if not name.startswith("vit"):
+            if not name.startswith("vision"):
                 p.normal_(0, WEIGHT_STD)
         model.init_gen_from_und()
         for layer in model.layers:

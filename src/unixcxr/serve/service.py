@@ -15,51 +15,23 @@ import tempfile
 import threading
 from collections.abc import Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from unixcxr.data.images import DEFAULT_MAX_PIXELS, DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageLoadError, load_image
+from unixcxr.data.images import DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageLoadError, load_image
 from unixcxr.inference.field_names import grid_points, text_guidance
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.batcher import Batcher, QueueFull
+from unixcxr.serve.limits import DEFAULT_LIMITS, MIB, ServeLimits  # noqa: F401  (MIB: part of this module's API)
 from unixcxr.serve.rows import REPORT, ReportRows
 from unixcxr.validation import check, check_optional
 
-MIB = 1024 * 1024
 IMAGES = "images"  # the batch key's kind of image requests that carry their own guidance scale
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff"}
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    max_upload_bytes: int = 20 * MIB  # a chest DICOM is typically 5-30 MB uncompressed
-    max_batch: int = 8  # requests run together in one model call
-    image_batch: int = 8  # images sampled together in one batch (2.4x faster than one by one on 2 CPU cores)
-    max_queue: int = 64  # requests waiting beyond that are refused with 'busy'
-    max_new_tokens: int = 512
-    default_new_tokens: int = 256
-    max_steps: int = 100
-    max_report_chars: int = 4000
-    request_timeout_s: float = 600.0
-    max_pixels: int = DEFAULT_MAX_PIXELS  # uploads larger than this are refused from their header
-    decode_workers: int = 2  # uploads decoded at once, beside the model's thread
-
-    def __post_init__(self):
-        """Every limit at least 1: a 0 would not mean 'none' but, for a queue, 'unbounded'."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
-                raise ValueError(f"{f.name} must be at least 1, got {value!r}")
-        if not 1 <= self.default_new_tokens <= self.max_new_tokens:
-            raise ValueError(f"default_new_tokens must be between 1 and max_new_tokens ({self.max_new_tokens})")
-
-
-DEFAULT_LIMITS = ServeLimits()
 
 
 class UploadError(ValueError):

@@ -1,7 +1,7 @@
 """What every stage of a training run shares: the run folder's layout (RunFolder), the loaded
 inputs of a run (RunContext), the model config derived from the recipe and the earlier stages, and
 TrainError. The stage runners (train/model_stage.py, vae.py, vision.py) import this module, and
-train/pipeline.py imports them: nothing here imports a runner."""
+train/runner.py imports them: nothing here imports a runner."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from unixcxr.model.io import load_model_folder, resolve_model_folder, save_model
 from unixcxr.model.unix import UniX
 from unixcxr.train.builders import GenerationBuilder, UnderstandingBuilder, vit_images
 from unixcxr.train.checkpoint import latest_checkpoint
+from unixcxr.train.compile import compile_regions
 from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, items_key, latent_cache, micro_batches, tokenize
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
@@ -50,7 +51,7 @@ def start_model(ctx: RunContext, name: str, config: UniXConfig) -> UniX:
         torch.manual_seed(ctx.recipe.seed)
         model = UniX(config)
         if ctx.run.vision_weights.is_file():  # stage 0b's ViT
-            model.vit.load_state_dict(load_file(ctx.run.vision_weights))
+            model.vision.load_state_dict(load_file(ctx.run.vision_weights))
         return model
     model, _, _ = load_model_folder(source, with_vae=False)
     differing = model.config.diff(config)
@@ -82,14 +83,14 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     repa_encoder = build_repa_encoder(ctx.recipe.repa_encoder, model, ctx.device, own_copy=strategy == "fsdp") \
         if stage.repa else None
     if rt.compile:
-        model.compile_regions()
-    units = [*model.layers, *model.vit.vision_tower.blocks, model.vit]
+        compile_regions(model)
+    units = [*model.layers, *model.vision.vision_tower.blocks, model.vision]
     wrapped = wrap(model, strategy, env, units)
     params = {n: p for n, p in model.named_parameters() if n in trainable}
     loss_fn = ModelLoss(wrapped, spec, ctx.device, repa_encoder)
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
-    settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vit.", stage.vit_lr_scale),))
+    settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vision.", stage.vit_lr_scale),))
     trainer = Trainer(wrapped, params, loss_fn, settings, env, folder,
                       meta={"stage": name, "config": config.to_dict(), "recipe": asdict(stage)},
                       peak_flops=ctx.peak_flops(), strategy=strategy)

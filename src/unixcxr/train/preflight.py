@@ -31,6 +31,7 @@ from unixcxr.model.vae import LatentVAE
 from unixcxr.model.vision import VisionEncoder
 from unixcxr.train.context import RunFolder, annotation_path, derive_config
 from unixcxr.train.distributed import FSDP_PRESETS
+from unixcxr.train.flops import encoder_flops, step_flops
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, measure_peak_flops
 from unixcxr.train.recipe import MODEL_STAGES, Recipe, RecipeError
 from unixcxr.train.stages import SPECS, check_resolution, set_trainable
@@ -182,14 +183,14 @@ def plan_run(recipe: Recipe, config: UniXConfig, source: DataSource, gpus: int, 
         accumulation = max(1, stage.batch_size // (stage.micro_batch_size * world))
         seq = _micro_batch(config, name, stage.micro_batch_size, stage.resolution, report, prompt)
         trainable = sum(p.numel() for p in set_trainable(model, spec, stage.repa).values())
-        flops_micro = model.step_flops(seq, spec.freeze_und)
+        flops_micro = step_flops(model, seq, spec.freeze_und)
         if stage.repa:
-            flops_micro += model.vit.flops_per_image() * stage.micro_batch_size
+            flops_micro += encoder_flops(model.vision) * stage.micro_batch_size
         micro_tokens = float((seq.segment >= 0).sum())
         steps_flops = flops_micro * stage.batch_size / stage.micro_batch_size * stage.steps
         states = state_bytes(model, trainable, stage.ema > 0) / (world if strategy == "fsdp" else 1)
         if stage.repa and strategy == "fsdp" and recipe.repa_encoder == "vit":  # REPA's private ViT copy, unsharded
-            states += 4.0 * sum(p.numel() for p in model.vit.parameters())
+            states += 4.0 * sum(p.numel() for p in model.vision.parameters())
         per_token = ACTIVATION_BYTES[name] * (FP32_ACTIVATION_FACTOR if machine is None else 1.0)
         activations = per_token * micro_tokens * config.llm.num_layers * config.llm.hidden_size
         if machine is not None:

@@ -95,7 +95,7 @@ class RuntimeRecipe:
     checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
     keep_checkpoints: int = 2  # newest checkpoints kept per stage
     num_workers: int = 0  # DataLoader processes building micro-batches (0 = in the training process)
-    compile: bool = False  # torch.compile each expert's token-wise regions (UniX.compile_regions)
+    compile: bool = False  # torch.compile each expert's token-wise regions (train/compile.py)
     pack_to: int | None = None  # pack samples into rows of this many tokens (no padding waste); null = pad
     strategy: str = "auto"  # auto (ddp under torchrun, fsdp for the unix preset), single, ddp, fsdp
     peak_flops: float | None = None  # per device, for MFU; measured by a matmul benchmark when null

@@ -21,6 +21,7 @@ from torch import nn
 from unixcxr.data.batches import TrainingBatch
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.unix import UniX, is_gen_parameter
+from unixcxr.train.flops import encoder_flops, step_flops
 from unixcxr.train.loop import MicroBatch
 from unixcxr.train.mfu import count_training_flops
 
@@ -55,7 +56,7 @@ def set_trainable(model: UniX, spec: StageSpec, repa: bool) -> dict[str, nn.Para
     trainable = {}
     frozen_vit = model.config.vision.center_features  # the fitted feature mean must stay valid
     for name, p in model.named_parameters():
-        p.requires_grad_(spec.trains(name, repa) and not (frozen_vit and name.startswith("vit.")))
+        p.requires_grad_(spec.trains(name, repa) and not (frozen_vit and name.startswith("vision.")))
         if p.requires_grad:
             trainable[name] = p
     return trainable
@@ -96,21 +97,21 @@ class VitRepaEncoder(nn.Module):
 
     def __init__(self, model: UniX, own_copy: bool = False):
         super().__init__()
-        self.vit = copy.deepcopy(model.vit).requires_grad_(False) if own_copy else model.vit
+        self.encoder = copy.deepcopy(model.vision).requires_grad_(False) if own_copy else model.vision
         self.mean, self.std = model.config.vision.norm_mean, model.config.vision.norm_std
 
     @property
     def dim(self) -> int:
-        return self.vit.cfg.width
+        return self.encoder.cfg.width
 
     def flops_per_image(self) -> float:
-        return self.vit.flops_per_image()
+        return encoder_flops(self.encoder)
 
     @torch.no_grad()
     def forward(self, films: torch.Tensor) -> torch.Tensor:
         # films: [N, S, S] in [0, 1] -> [N, (S / p)^2, width]
         x = ((films - self.mean) / self.std)[:, None].expand(-1, 3, -1, -1)
-        return self.vit(x.to(next(self.vit.parameters()).dtype))
+        return self.encoder(x.to(next(self.encoder.parameters()).dtype))
 
 
 class DinoRepaEncoder(nn.Module):
@@ -191,7 +192,7 @@ def with_flops(micros, model: UniX, freeze_und: bool, repa_encoder: nn.Module | 
     plus the frozen REPA encoder's forward on the batch's films (counted as the frozen ViT is)."""
     per_film = repa_encoder.flops_per_image() if repa_encoder is not None else 0.0
     for micro in micros:
-        micro.flops = model.step_flops(micro.data.batch.sequence, freeze_und)
+        micro.flops = step_flops(model, micro.data.batch.sequence, freeze_und)
         films = micro.data.repa_images
         if per_film and films is not None:
             micro.flops += per_film * films.shape[0]

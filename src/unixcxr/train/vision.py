@@ -36,6 +36,7 @@ from unixcxr.train.checkpoint import latest_checkpoint
 from unixcxr.train.context import RunContext, TrainError
 from unixcxr.train.data import BatchPlan, film_cache, films_to_vae, micro_batches
 from unixcxr.train.distributed import barrier, choose_strategy, wrap
+from unixcxr.train.flops import encoder_flops
 from unixcxr.train.loop import MicroBatch, Trainer
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, with_image_flops
 from unixcxr.train.plots import plot_metrics
@@ -63,13 +64,13 @@ class Student(nn.Module):
     def __init__(self, cfg: VisionConfig, teacher_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.vit = VisionEncoder(cfg)
+        self.vision = VisionEncoder(cfg)
         self.head = nn.Linear(cfg.width, teacher_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # images in [-1, 1] [N, 3, S, S] -> [N, (S / p)^2, teacher_dim]
         x = ((images + 1.0) / 2.0 - self.cfg.norm_mean) / self.cfg.norm_std
-        return self.head(self.vit(x))
+        return self.head(self.vision(x))
 
 
 def feature_distance(pred: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
@@ -103,8 +104,8 @@ class LabelNet(nn.Module):
         from timm.layers import freeze_batch_norm_2d
 
         self.cfg = cfg
-        self.vit = VisionEncoder(cfg, frozen_norms=False)
-        tower = self.vit.vision_tower
+        self.vision = VisionEncoder(cfg, frozen_norms=False)
+        tower = self.vision.vision_tower
         tower.load_state_dict(effnet_lite0().network.state_dict())  # ImageNet weights
         tower.bn1 = freeze_batch_norm_2d(tower.bn1)
         for i in range(FROZEN_CNN_BLOCKS):
@@ -116,7 +117,7 @@ class LabelNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # images in [-1, 1] [N, 3, S, S] -> label logits [N, 14]
         x = ((images + 1.0) / 2.0 - self.cfg.norm_mean) / self.cfg.norm_std
-        return self.head(self.vit(x).mean(1))
+        return self.head(self.vision(x).mean(1))
 
 
 def report_labels(reports: list[str], progress: bool = False) -> torch.Tensor:
@@ -160,13 +161,13 @@ def run_vision_stage(ctx: RunContext, name: str = "vision", resume: bool = False
     labels = dict(zip([it.id for it in items], report_labels([it.report for it in items],
                                                              ctx.progress and ctx.env.is_main)))
     return fit_encoder(ctx, name, resume, net, lambda wrapped: LabelLoss(wrapped, labels, ctx.device),
-                       label_validator(ctx, net), FORWARD_BACKWARD * net.vit.flops_per_image(),
+                       label_validator(ctx, net), FORWARD_BACKWARD * encoder_flops(net.vision),
                        "vision (report labels)")
 
 
 def fit_encoder(ctx: RunContext, name: str, resume: bool, net: nn.Module, make_loss, validate, per_image: float,
                 title: str) -> dict:
-    """Train `net` (its encoder at `net.vit`) on the training films with the generic loop, then save
+    """Train `net` (its encoder at `net.vision`) on the training films with the generic loop, then save
     the encoder (EMA weights if any) for the model stages."""
     stage, rt, env = ctx.recipe.stages.vision, ctx.recipe.runtime, ctx.env
     config, folder = ctx.config(), ctx.run.stage(name)
@@ -188,7 +189,7 @@ def fit_encoder(ctx: RunContext, name: str, resume: bool, net: nn.Module, make_l
     last = trainer.fit(with_image_flops(stream, per_image))
     with trainer.ema.applied() if trainer.ema is not None else contextlib.nullcontext():
         if env.is_main:
-            save_vit(net.vit, ctx.run.vision_weights)
+            save_vit(net.vision, ctx.run.vision_weights)
             plot_metrics(folder / "metrics.jsonl", folder / "loss.png", title=title)
     barrier(env)
     return {"steps": stage.steps, "parameters": sum(p.numel() for p in params.values()), **last}

@@ -3,7 +3,7 @@ comparisons to prior studies, communication statements, technique metadata or fi
 UniX paper describes its cleaning; the UniX authors never released theirs).
 
 Two stages: `rules` (always on, offline, deterministic) and an optional LLM rewrite (`llm`, `prompts`,
-`judge`) checked by a judge call and by a deterministic label guard. `pipeline` runs them over a
+`judge`) checked by a judge call and by a deterministic label guard. `batch` runs them over a
 JSONL / CSV file, resumably and concurrently; `unixcxr clean IN OUT` is its command line.
 """
 
