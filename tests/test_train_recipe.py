@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError, recipe_diff
+from unixcxr.strict import diff
+from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError
 from unixcxr.train.runner import RunFolder, TrainError, derive_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -80,10 +81,10 @@ def test_recipe_round_trips_through_yaml_and_diff_names_changed_fields(tmp_path)
     recipe = Recipe.load(CONFIGS / "small.yaml")
     recipe.save(tmp_path / "r.yaml")
     again = Recipe.load(tmp_path / "r.yaml")
-    assert recipe_diff(recipe.to_dict(), again.to_dict()) == []
+    assert diff(recipe.to_dict(), again.to_dict()) == []
     again.stages.und_sft.lr *= 2
     again.optimizer.betas = (0.8, 0.95)
-    assert recipe_diff(recipe.to_dict(), again.to_dict()) == ["optimizer.betas", "stages.und_sft.lr"]
+    assert diff(recipe.to_dict(), again.to_dict()) == ["optimizer.betas", "stages.und_sft.lr"]
 
 
 def test_a_stage_may_set_its_own_gradient_clip_and_otherwise_takes_the_optimizers(tmp_path):

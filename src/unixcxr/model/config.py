@@ -12,6 +12,7 @@ from pathlib import Path
 from unixcxr.files import write_text
 from unixcxr.flow.presets import PRESET_CHANGES
 from unixcxr.model.encoders import ENCODERS
+from unixcxr.strict import build, diff
 from unixcxr.validation import GUIDANCE_RULES
 
 
@@ -200,28 +201,7 @@ class UniXConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> UniXConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object at the top, got a {type(d).__name__}")
-        parts = {"llm": LanguageConfig, "vision": VisionConfig, "vae": VAEConfig, "gen": GenerationConfig,
-                 "tokens": TokenConfig, "conventions": ConventionsConfig}
-        kwargs = {}
-        for key, value in d.items():
-            if key in parts:
-                if not isinstance(value, dict):
-                    raise ValueError(f"{key} must be an object of fields, got a {type(value).__name__}")
-                known = {f.name for f in dataclasses.fields(parts[key])}
-                unknown = set(value) - known
-                if unknown:
-                    raise ValueError(f"unknown {key} config fields: {sorted(unknown)}")
-                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-                kwargs[key] = parts[key](**value)
-            elif key == "name":
-                if not isinstance(value, str):
-                    raise ValueError(f"name must be text, got {value!r}")
-                kwargs[key] = value
-            else:
-                raise ValueError(f"unknown config field: {key!r}")
-        return cls(**kwargs).validate()
+        return build(cls, d).validate()
 
     def save(self, path: str | Path) -> None:
         write_text(path, json.dumps(self.to_dict(), indent=2))
@@ -233,8 +213,7 @@ class UniXConfig:
 
     def diff(self, other: UniXConfig) -> list[str]:
         """Dotted names of the fields that differ (used to refuse mismatched checkpoints)."""
-        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
-        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        return diff(self, other)
 
 
 # Sizes and counts that must be at least 1 (any other int field, a token id or an optional size
@@ -275,16 +254,6 @@ def check_fields(part) -> None:
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
     if section == "gen" and not 0.0 <= part.text_dropout <= 1.0:
         raise ValueError(f"gen.text_dropout must be in [0, 1], got {part.text_dropout}")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
-    return out
 
 
 # --- presets ------------------------------------------------------------------------------------

@@ -33,9 +33,9 @@ from safetensors.torch import save_file
 
 from unixcxr.files import atomic_output
 from unixcxr.model.config import UniXConfig
+from unixcxr.strict import diff
 from unixcxr.train.distributed import DistEnv, barrier, full_tensor, like_param
 from unixcxr.train.ema import EMA
-from unixcxr.train.recipe import recipe_diff
 
 FORMAT_VERSION = 1
 META_KEY = "unixcxr_checkpoint"
@@ -163,7 +163,7 @@ def check_compatible(path: Path, meta: dict, config: UniXConfig, stage: str, sta
         raise CheckpointError(f"{path}: made with a different model config; differing fields: "
                               f"{', '.join(differing)}. Resume with the recipe it was made with, or start a new "
                               "--out folder")
-    changed = [f for f in recipe_diff(meta["recipe"], stage_recipe) if f not in RESUMABLE_RECIPE_FIELDS]
+    changed = [f for f in diff(meta["recipe"], stage_recipe) if f not in RESUMABLE_RECIPE_FIELDS]
     if changed:
         raise CheckpointError(f"{path}: made with a different stages.{stage} recipe; differing fields: "
                               f"{', '.join(changed)}. Only `steps` may change on --resume")

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from unixcxr.strict import StrictError, build, plain
 
 # vision before vae: the VAE's perceptual term may use the vision stage's fine-tuned reader
 STAGE_ORDER = ("tokenizer", "vision", "vae", "und_sft", "gen_pretrain", "gen_finetune")
@@ -231,7 +231,10 @@ class Recipe:
             raise RecipeError(f"{source}: a recipe is a YAML mapping with at least `preset` and `stages`")
         if "source" in data:
             raise RecipeError(f"{source}: unknown field 'source'")
-        recipe = _build(cls, data, source, "")
+        try:
+            recipe = build(cls, data)
+        except StrictError as err:
+            raise RecipeError(f"{source}: {err}") from None
         recipe.source = source
         return recipe.validate()
 
@@ -241,7 +244,7 @@ class Recipe:
         return out
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(_plain(self.to_dict()), sort_keys=False), encoding="utf-8")
+        Path(path).write_text(yaml.safe_dump(plain(self.to_dict()), sort_keys=False), encoding="utf-8")
 
     # --- checks ----------------------------------------------------------------------------------
     def validate(self) -> Recipe:
@@ -303,85 +306,3 @@ def _check_batch(where: str, name: str, batch: int, micro: int, steps: int) -> N
     if batch % micro:
         raise RecipeError(f"{where}: stages.{name}.batch_size {batch} is not a multiple of micro_batch_size "
                           f"{micro}; the global batch is micro_batch_size x ranks x accumulation steps")
-
-
-def recipe_diff(a: object, b: object, prefix: str = "") -> list[str]:
-    """Dotted names of the fields that differ between two recipe parts (dataclasses or dicts)."""
-    da = dataclasses.asdict(a) if dataclasses.is_dataclass(a) else a
-    db = dataclasses.asdict(b) if dataclasses.is_dataclass(b) else b
-    if isinstance(da, dict) and isinstance(db, dict):
-        out = []
-        for key in sorted(set(da) | set(db)):
-            out += recipe_diff(da.get(key), db.get(key), f"{prefix}{key}.")
-        return out
-    return [] if _plain(da) == _plain(db) else [prefix.rstrip(".")]
-
-
-# --- strict construction from plain YAML data ---------------------------------------------------------
-def _build(cls, data: object, source: str, where: str):
-    if not isinstance(data, dict):
-        raise RecipeError(f"{source}: {where or 'recipe'} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise RecipeError(f"{source}: unknown field(s) {', '.join(where + k for k in unknown)}; "
-                          f"known: {', '.join(sorted(fields))}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, source, f"{where}{name}")
-    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise RecipeError(f"{source}: missing field(s) {', '.join(where + m for m in missing)}")
-    return cls(**kwargs)
-
-
-def _convert(kind, value, source: str, where: str):
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (kind,) = [a for a in args if a is not type(None)]
-        return _convert(kind, value, source, where)
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, {} if value is None else value, source, f"{where}.")
-    if origin is tuple:
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise RecipeError(f"{source}: {where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, source, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if kind is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{source}: {where} must be a mapping, got {value!r}")
-        return value
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise RecipeError(f"{source}: {where} must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"{source}: {where} must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value) if not isinstance(value, bool) else _bad(value)
-        except (TypeError, ValueError):
-            raise RecipeError(f"{source}: {where} must be a number, got {value!r}") from None
-    if kind is str:
-        if not isinstance(value, str):
-            raise RecipeError(f"{source}: {where} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"recipe field {where}: unsupported type {kind}")
-
-
-def _bad(value):
-    raise ValueError(value)
-
-
-def _plain(value):
-    """Tuples -> lists, recursively, so YAML and comparisons see plain data."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value

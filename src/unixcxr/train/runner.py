@@ -24,11 +24,12 @@ from unixcxr.data.reports import DataError
 from unixcxr.data.sources import DataSource
 from unixcxr.model.io import TOKENIZER, resolve_model_folder
 from unixcxr.model.tokenizer import ReportTokenizer
+from unixcxr.strict import diff
 from unixcxr.train.context import LATENT_STATS, RunContext, RunFolder, TrainError, derive_config
 from unixcxr.train.distributed import DistEnv, barrier, broadcast_object, close_distributed, init_distributed
 from unixcxr.train.model_stage import run_model_stage
 from unixcxr.train.preflight import check_inputs, check_shapes
-from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError, recipe_diff
+from unixcxr.train.recipe import STAGE_ORDER, Recipe, RecipeError
 from unixcxr.train.vae import run_vae_stage
 from unixcxr.train.vision import run_vision_stage
 
@@ -75,7 +76,7 @@ def check_run_folder(recipe: Recipe, run: RunFolder, resume: bool, stage: str | 
     if not (resume or stage):
         raise TrainError(f"{run.root} already holds a run; pass --resume to continue it, or choose a new --out")
     saved = Recipe.load(run.recipe)
-    changed = [f for f in recipe_diff(saved.to_dict(), recipe.to_dict())
+    changed = [f for f in diff(saved.to_dict(), recipe.to_dict())
                if not f.startswith(RESUMABLE_RECIPE_FIELDS) and not f.endswith(".steps")]
     if changed:
         raise TrainError(f"{recipe.source} differs from the run's {run.recipe} in: {', '.join(changed)}; "
