@@ -7,12 +7,12 @@ import html
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 from unixcxr.data.sources import DataSource
 from unixcxr.evaluate.labeler import label_reports
 from unixcxr.evaluate.suite import first_per_study, generation_prompt, headline, reference_report
+from unixcxr.files import write_text
 from unixcxr.labels import OBSERVATIONS
 from unixcxr.train.recipe import STAGE_ORDER
 
@@ -273,8 +273,8 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
         "".join(curves), "<h2>Timings (seconds)</h2>", _table(["phase", "seconds"], timing_rows),
         f"<h2>Reproduce</h2><pre>{html.escape(commands)}</pre></body></html>",
     ]
-    _write(root / "report.html", "\n".join(page))
-    _write(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening, figs))
+    write_text(root / "report.html", "\n".join(page))
+    write_text(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening, figs))
     return root / "report.html"
 
 
@@ -312,10 +312,3 @@ def _listen_markdown(listening: dict | None, table) -> str:
             f"{u['text_sensitivity']:.1f}; asked observations found: {t['asked_found']} / {t['asked']} against "
             f"{u['asked_found']} / {u['asked']}.\n\n"
             + table(["report", "asked", "read in the trained film", "read in the untrained film"], rows))
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
