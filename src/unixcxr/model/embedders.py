@@ -35,11 +35,8 @@ class RotaryEmbedding(nn.Module):
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin for x [..., head_dim] and RotaryEmbedding's cos, sin (their
     two halves equal), broadcast over x. Each half of the output is one product and one fused
-    multiply-add written in place (4 half-size passes instead of 6 full ones, and no concatenated
-    copy), and its backward is the inverse rotation of the gradient, with only cos and sin kept
-    for it (positions take no gradient, so neither do cos and sin): forward 1.6x, forward + backward
-    1.2x at a training step's queries (2 CPU cores). Without autograd the rotation runs directly:
-    the Function's own cost is most of a decode step's rotation."""
+    multiply-add written in place, and its backward is the inverse rotation of the gradient (faster
+    than the rotate-half formula: docs/performance.md). Without autograd the rotation runs directly."""
     half = x.shape[-1] // 2
     if not (torch.is_grad_enabled() and x.requires_grad):
         return _rotate(x, cos[..., :half], sin[..., :half], 1.0)

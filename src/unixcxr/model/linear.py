@@ -1,13 +1,9 @@
 """nn.Linear with one CPU inference path for a skinny batch of rows (a decode step of a batch of
 reports: one token per row).
 
-For 9 to 48 rows of fp32 without autograd, MKL's sgemm behind F.linear (x W^T, x of M rows) is
-1.5-2x slower than the same product with the roles swapped, (W x^T)^T: W becomes the tall left
-operand and the M rows the narrow right one. Measured on the 2-core Xeon (Sapphire Rapids) of the
-README's CPU numbers, weights out of cache as in decoding, at M = 16: 1.6x for 384 -> 1024, 2.0x
-for 1024 -> 384, 1.4x for the 384 -> 4096 head; at M <= 8 and M >= 64 the plain product is as fast
-or faster.
-The result is the transposed view (copying it back to rows costs more than its consumers lose on
+For 9 to 48 rows of fp32 without autograd, MKL's sgemm behind F.linear (x W^T) is slower than the
+same product with the roles swapped, (W x^T)^T (measured in docs/performance.md). The result is the
+transposed view (copying it back to rows costs more than its consumers lose on
 strides). `benchmarks/bench_decode.py` measures both paths in one run on any machine; set
 SKINNY_ROWS = None to turn the path off. Training, GPUs, other dtypes and compiled graphs always
 run F.linear. Parameters and state-dict keys are nn.Linear's.

@@ -67,8 +67,8 @@ class Routing:
 
     def split(self, x: torch.Tensor, freeze_und: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """x: [B, L, D] -> (und rows, gen rows), None where an expert has no token: [B, L', D] for
-        the layouts without index gathers, else [N, D] rows (index_select, whose backward, an
-        index_add, runs 5x faster on a CPU than advanced indexing's index_put). With freeze_und the
+        the layouts without index gathers, else [N, D] rows (index_select: its backward, an
+        index_add, is faster than advanced indexing's index_put, docs/performance.md). With freeze_und the
         und rows are taken without autograd."""
         if self.all_gen:
             return None, x

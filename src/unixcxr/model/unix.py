@@ -38,7 +38,7 @@ def is_gen_parameter(name: str) -> bool:
 
 def select_rows(h: torch.Tensor, mask: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
     """h[mask] for h [B, L, D] and mask [B, L] bool (or its flat indices `rows`), as an index_select:
-    its backward is an index_add (on a CPU 5x faster than the index_put of boolean indexing)."""
+    its backward is an index_add, faster than the index_put of boolean indexing (docs/performance.md)."""
     if rows is None:
         rows = mask.reshape(-1).nonzero().squeeze(1)
     return h.reshape(-1, h.shape[-1]).index_select(0, rows)
