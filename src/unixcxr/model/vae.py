@@ -93,8 +93,8 @@ class LatentVAE(nn.Module):
         files do not change; training keeps the default layout, its step being 0.8-0.9x as fast in
         channels-last).
 
-        exact=False (our models): on a CPU channels-last weights, so 2 cores encode 1.4-1.6x and
-        decode 1.1-1.4x faster (benchmarks/bench_vae.py).
+        exact=False (our models): on a CPU channels-last weights, so 2 cores encode 1.3-1.4x and
+        decode 1.6-1.7x faster than exact (benchmarks/bench_vae.py), at 2-30x its float error.
 
         exact=True (folders that write the release's images, `release_layout`): the default layout
         throughout, as latent-diffusion's own decoder runs. Diffusers' attention block hands back a
