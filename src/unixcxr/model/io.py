@@ -39,6 +39,7 @@ from unixcxr.model.vae import (
     DIFFUSERS_WEIGHTS,
     LatentVAE,
     diffusers_config_mismatch,
+    release_layout,
     save_diffusers_folder,
 )
 
@@ -209,7 +210,7 @@ def load_model_folder(path: str | Path, device="cpu", dtype: torch.dtype = torch
         _check_vae_config(folder, config)
         vae = LatentVAE(config.vae)
         _load_weights(vae.autoencoder, vae_file)
-        vae = vae.to(device=device, dtype=dtype).for_inference()
+        vae = vae.to(device=device, dtype=dtype).for_inference(exact=release_layout(config.conventions))
     tokenizer = folder / TOKENIZER if (folder / TOKENIZER).is_file() else None
     return model.to(device=device, dtype=dtype).eval(), vae, tokenizer
 

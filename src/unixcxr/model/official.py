@@ -36,7 +36,7 @@ from unixcxr.model.official_keys import (
     rename,
 )
 from unixcxr.model.unix import UniX
-from unixcxr.model.vae import LatentVAE
+from unixcxr.model.vae import LatentVAE, release_layout
 
 CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
 VAE_CKPT, VAE_YAML = Path("vae") / "kl-f16d16.ckpt", Path("vae") / "config.yaml"
@@ -293,7 +293,7 @@ def load_official_folder(path: str | Path, device="cpu", dtype: torch.dtype | No
             vae = LatentVAE(config.vae)
         state = _vae_tensors(folder, config.vae, vae.autoencoder.state_dict())
         vae.autoencoder = _load_into(vae.autoencoder, state, device, dtype)
-        vae = vae.for_inference()
+        vae = vae.for_inference(exact=release_layout(config.conventions))
     tokenizer = folder / TOKENIZER if (folder / TOKENIZER).is_file() else None
     return model, vae, tokenizer
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.models.attention_processor import Attention
 from safetensors.torch import save_file
 from torch import nn
 
@@ -85,14 +86,33 @@ class LatentVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.autoencoder = build_autoencoder(cfg)
+        self.exact = False  # set by for_inference
 
-    def for_inference(self) -> LatentVAE:
-        """Eval mode, frozen, and on a CPU channels-last weights: 2 cores encode 1.4-1.6x and decode
-        1.1-1.3x faster so (benchmarks/bench_vae.py). Training keeps the default layout (its step is
-        0.8-0.9x as fast in channels-last). Saved weights are made contiguous: files do not change."""
+    def for_inference(self, exact: bool = False) -> LatentVAE:
+        """Eval mode, frozen, and one of two layouts (saved weights are made contiguous either way, so
+        files do not change; training keeps the default layout, its step being 0.8-0.9x as fast in
+        channels-last).
+
+        exact=False (our models): on a CPU channels-last weights, so 2 cores encode 1.3-1.4x and
+        decode 1.6-1.7x faster than exact (benchmarks/bench_vae.py), at 2-30x its float error.
+
+        exact=True (folders that write the release's images, `release_layout`): the default layout
+        throughout, as latent-diffusion's own decoder runs. Diffusers' attention block hands back a
+        channels-last view (a transposed [N, HW, C]), so without this every block after the first
+        attention runs channels-last whatever the weights; and PyTorch's CPU group norm on a
+        channels-last tensor is ~100x less exact at 64-128 px (5e-4 against 1e-6 for a float64
+        reference), enough to move 0.2-0.6% of truncated uint8 levels (docs/released-code.md)."""
         self.eval().requires_grad_(False)
-        if next(self.parameters()).device.type == "cpu":
+        for handle in getattr(self, "_contiguous_hooks", ()):
+            handle.remove()
+        self._contiguous_hooks = []
+        if exact:
+            self.to(memory_format=torch.contiguous_format)
+            self._contiguous_hooks = [module.register_forward_hook(_contiguous_output)
+                                      for module in self.autoencoder.modules() if isinstance(module, Attention)]
+        elif next(self.parameters()).device.type == "cpu":
             self.to(memory_format=torch.channels_last)
+        self.exact = exact
         return self
 
     def check_size(self, images: torch.Tensor) -> None:
@@ -120,6 +140,16 @@ class LatentVAE(nn.Module):
         self.check_size(images)
         posterior = self.autoencoder.encode(images).latent_dist
         return self.autoencoder.decode(posterior.sample(generator)).sample, posterior
+
+
+def release_layout(conventions) -> bool:
+    """Whether a folder's VAE runs in the exact layout (`LatentVAE.for_inference(exact=True)`): when it
+    writes its images the release's way, its decoder runs the release decoder's layout too."""
+    return conventions.to_uint8 == "truncate"
+
+
+def _contiguous_output(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+    return output.contiguous()
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
