@@ -89,19 +89,12 @@ class LatentVAE(nn.Module):
         self.exact = False  # set by for_inference
 
     def for_inference(self, exact: bool = False) -> LatentVAE:
-        """Eval mode, frozen, and one of two layouts (saved weights are made contiguous either way, so
-        files do not change; training keeps the default layout, its step being 0.8-0.9x as fast in
-        channels-last).
-
-        exact=False (our models): on a CPU channels-last weights, so 2 cores encode 1.3-1.4x and
-        decode 1.6-1.7x faster than exact (benchmarks/bench_vae.py), at 2-30x its float error.
-
+        """Eval mode, frozen, in one of two layouts (saved weights are made contiguous either way).
+        exact=False (our models): channels-last on a CPU, faster at a few times the float error.
         exact=True (folders that write the release's images, `release_layout`): the default layout
-        throughout, as latent-diffusion's own decoder runs. Diffusers' attention block hands back a
-        channels-last view (a transposed [N, HW, C]), so without this every block after the first
-        attention runs channels-last whatever the weights; and PyTorch's CPU group norm on a
-        channels-last tensor is ~100x less exact at 64-128 px (5e-4 against 1e-6 for a float64
-        reference), enough to move 0.2-0.6% of truncated uint8 levels (docs/released-code.md)."""
+        throughout, as latent-diffusion's decoder runs; diffusers' attention hands back a channels-last
+        view, which a hook makes contiguous, since CPU group norm on channels-last tensors is far less
+        exact. Numbers: docs/performance.md and docs/released-code.md."""
         self.eval().requires_grad_(False)
         for handle in getattr(self, "_contiguous_hooks", ()):
             handle.remove()
