@@ -116,6 +116,21 @@ def test_demo_asks_both_generators_the_same_six_reports_from_one_seed(demo):
     assert "Text sensitivity" in (demo / "report.md").read_text()
 
 
+def test_the_report_places_this_run_on_the_measured_generation_curve(demo):
+    """"What more generation training buys": the measured 0x-3x points and this run's own generation
+    steps (its two generation stages' done.json) with its round trip."""
+    import json
+
+    steps = sum(json.loads((demo / "run" / "stages" / s / "done.json").read_text())["steps"]
+                for s in ("gen_pretrain", "gen_finetune"))
+    metrics = json.loads((demo / "eval" / "metrics.json").read_text())
+    trip = metrics["round_trip"]["label_f1_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
+    md = (demo / "report.md").read_text()
+    assert "What more generation training buys" in md and "| 3x (measured) | 900 |" in md
+    assert f"| this run | {steps} | {trip:.3f} |" in md
+    assert (demo / "figures" / "generation_curve.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="needs Debian's chromium: apt-get install -y chromium chromium-driver")

@@ -10,6 +10,7 @@ import platform
 from pathlib import Path
 
 from unixcxr.data.sources import DataSource
+from unixcxr.demo.curve import CURVE_HEADER, curve_figure, curve_note, curve_rows, run_point
 from unixcxr.evaluate.labeler import label_reports
 from unixcxr.evaluate.suite import first_per_study, generation_prompt, headline, reference_report
 from unixcxr.files import write_text
@@ -231,6 +232,8 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
                 f"--steps {plan.eval_steps} --out {root / 'eval'}")
     feats = trained["images"]["features"]
     figs = figure_paths(root, trained)
+    this = run_point(plan.run, trained)
+    curve_png = curve_figure(this, root / "figures" / "generation_curve.png")
     page = [
         "<!doctype html><html><head><meta charset='utf-8'><title>unixcxr demo</title>",
         f"<style>{STYLE}</style></head><body>",
@@ -266,6 +269,10 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
         _table(["image", "reference report", "generated report", "labels"], read_rows),
         "<h2>Reports drawn by the trained and untrained model</h2>",
         _table(["findings asked for", "real image", "trained", "untrained"], draw_rows),
+        "<h2>What more generation training buys</h2>", f"<p>{html.escape(curve_note())}</p>",
+        _table(CURVE_HEADER, curve_rows(this)),
+        f"<img style='width:720px;height:auto' src='{_rel(curve_png, root)}' alt='round trip and FD against "
+        "generation steps'>",
         "<h2>Does it listen?</h2>", listen_note(listening or {}),
         _table(["report (labels asked)", "trained", "trained reader finds", "untrained", "trained reader finds"],
                listen_rows(listening or {})) if listening else "",
@@ -274,12 +281,12 @@ def write_report(plan, trained: dict, untrained: dict, listening: dict | None = 
         f"<h2>Reproduce</h2><pre>{html.escape(commands)}</pre></body></html>",
     ]
     write_text(root / "report.html", "\n".join(page))
-    write_text(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening, figs))
+    write_text(root / "report.md", markdown(plan, trained, untrained, stage_rows, commands, listening, figs, this))
     return root / "report.html"
 
 
 def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | None = None,
-             figs: dict[str, str] | None = None) -> str:
+             figs: dict[str, str] | None = None, this: dict | None = None) -> str:
     def table(header, rows):
         return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(r) + " |" for r in rows])
@@ -298,6 +305,7 @@ def markdown(plan, trained, untrained, stage_rows, commands, listening: dict | N
           if trained.get("utility") else []),
         table(["stage", "steps", "seconds", "MFU", "loader share", "final loss"], stage_rows),
         _listen_markdown(listening, table),
+        f"What more generation training buys. {curve_note()}", table(CURVE_HEADER, curve_rows(this)),
         table(["phase", "seconds"], [[k, f"{v:.0f}"] for k, v in plan.timings.items()]),
         f"```\n{commands}\n```\n"])
 
