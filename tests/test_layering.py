@@ -26,7 +26,7 @@ import unixcxr
 
 ROOT = Path(unixcxr.__file__).parent
 LAYERS = [
-    {"unixcxr", "labels", "validation", "files"},
+    {"unixcxr", "labels", "validation", "files", "strict"},
     {"flow", "labeler"},
     {"model"},
     {"data"},
