@@ -7,13 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-VisionConfig = "unixcxr.model.config.VisionConfig"  # by name only: config.py imports this file
+
+class VisionConfig(Protocol):
+    """The fields of model/config.py's VisionConfig an encoder reads (that module imports this one)."""
+
+    encoder: str
+    image_size: int
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    act_layer: str
 
 
 @dataclass(frozen=True)
