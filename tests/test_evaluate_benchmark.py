@@ -23,7 +23,8 @@ def test_evaluate_writes_every_metric_and_resumes(tmp_path, capsys):
     assert metrics["n_studies"] == 6
     assert set(metrics["reports"]) == {"model", "most_common_report", "nearest_neighbour_pixels"}
     assert metrics["images"]["features"]["name"] == "effnet-lite0" and metrics["images"]["n_fake"] == 6
-    assert "label_f1_vs_prompt" in metrics["round_trip"]
+    assert "label_f1_vs_prompt" in metrics["round_trip"] and "label_f1_vs_other_prompt" in metrics["round_trip"]
+    assert "against another study's prompt" in (out / "metrics.md").read_text()
     ceiling = metrics["round_trip"]["vae_ceiling_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
     assert 0.0 <= ceiling <= 1.0
     assert "| model |" in (out / "metrics.md").read_text()
@@ -53,3 +54,20 @@ def test_evaluate_writes_every_metric_and_resumes(tmp_path, capsys):
 def test_evaluate_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "not a unixcxr model folder" in capsys.readouterr().err
+
+
+def test_a_film_that_draws_exactly_its_prompt_scores_lower_against_another_studys_prompt():
+    """The round trip's text-specific part: with read == asked the own-prompt score is 1, and against
+    other_studies (every study paired with a different one) it falls to what the label mix alone gives."""
+    from unixcxr.evaluate.report_metrics import label_f1
+    from unixcxr.evaluate.suite import other_studies
+    from unixcxr.labeler import label_reports
+
+    reports = ["Large right pleural effusion.", "Cardiomegaly.", "Right pneumothorax.", "No acute findings.",
+               "Left lower lobe consolidation.", "Pacemaker in place."]
+    paired = other_studies(list(range(len(reports))))
+    assert sorted(paired) == list(range(len(reports))) and all(i != j for i, j in enumerate(paired))
+    asked = label_reports(reports)
+    own = label_f1(asked, asked)["uncertain_as_positive"]["micro_f1_14"]
+    other = label_f1(asked, other_studies(asked))["uncertain_as_positive"]["micro_f1_14"]
+    assert own == 1.0 and other < 0.5

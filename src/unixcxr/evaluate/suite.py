@@ -138,8 +138,10 @@ def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: B
     readback = pipe.report([str(f) for f in fake_files], max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
     asked = label_reports([generation_prompt(r) for r in gen])
     gen_labels = label_reports([reference_report(r) for r in gen])
-    results["round_trip"] = {"label_f1_vs_prompt": label_f1(label_reports(readback), asked),
-                             "label_f1_vs_reference_labels": label_f1(label_reports(readback), gen_labels)}
+    read = label_reports(readback)
+    results["round_trip"] = {"label_f1_vs_prompt": label_f1(read, asked),
+                             "label_f1_vs_reference_labels": label_f1(read, gen_labels),
+                             "label_f1_vs_other_prompt": label_f1(read, other_studies(asked))}
     if s.vae_ceiling:
         # the round trip's ceiling for this VAE and reader: a generated image is a VAE decoding, so it
         # can show no more than the VAE keeps of the real image
@@ -197,6 +199,14 @@ def f1_table(blocks: dict[str, dict]) -> list[str]:
     return lines
 
 
+def other_studies(items: list) -> list:
+    """items[i] -> items[(i + n // 2) % n]: every study paired with another one (a derangement for
+    n >= 2). The round trip against these labels is what a film matches in any prompt; its own
+    prompt's score minus this is what the text itself buys."""
+    n = len(items)
+    return [items[(i + n // 2) % n] for i in range(n)] if n > 1 else list(items)
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Benchmark: {results['model']} on {results['data']} ({results['n_studies']} studies, "
              f"split {results['settings']['split']})", "",
@@ -216,6 +226,11 @@ def markdown(results: dict) -> str:
     lines += ["", "## Round trip (report -> image -> report)", "",
               f"Micro-F1-14 of the read-back labels vs the labels asked for: {rt['micro_f1_14']:.3f} "
               f"(Micro-F1-5 {rt['micro_f1_5']:.3f})", ""]
+    other = results["round_trip"].get("label_f1_vs_other_prompt")
+    if other is not None:
+        base = other["uncertain_as_positive"]["micro_f1_14"]
+        lines += [f"The same films scored against another study's prompt: {base:.3f} (what the text itself "
+                  f"buys: {rt['micro_f1_14'] - base:+.3f})", ""]
     ceiling = results["round_trip"].get("vae_ceiling_vs_prompt")
     if ceiling is not None:
         lines += [f"Ceiling (the same reader on the VAE's reconstructions of the real images): "
