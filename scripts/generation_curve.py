@@ -67,10 +67,11 @@ def point(out: Path, data: Path, base: Path, factor: float, args) -> dict:
     run, evaluation = out / f"run_{tag}{factor:g}x", out / f"eval_{tag}{factor:g}x"
     start = time.perf_counter()
     if factor > 0 and not (run / "stages" / "gen_finetune" / "done.json").is_file():
-        if not run.exists():
-            shutil.copytree(base, run)
-        unixcxr("train", str(recipe_with(factor, out, tag, tuple(args.set))), "--data", str(data), "--out", str(run),
-                "--resume", "--no-progress")
+        recipe = recipe_with(factor, out, tag, tuple(args.set))
+        if not run.exists():  # the base's stages, then this variant's recipe as the run's own (its
+            shutil.copytree(base, run)  # generation stages have not started, so nothing trained differs)
+            shutil.copy(recipe, run / "recipe.yaml")
+        unixcxr("train", str(recipe), "--data", str(data), "--out", str(run), "--resume", "--no-progress")
     model = run if factor > 0 else base
     train_seconds = time.perf_counter() - start
     unixcxr("evaluate", "--model", str(model), "--data", str(data), "--limit", str(args.eval_limit), "--steps",
@@ -84,6 +85,8 @@ def point(out: Path, data: Path, base: Path, factor: float, args) -> dict:
             "gen_steps": {name: done[name]["steps"] for name in done},
             "gen_seconds": sum(d.get("wall_seconds", 0.0) for d in done.values()),
             "round_trip": trip["label_f1_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"],
+            "round_trip_other_prompt": trip.get("label_f1_vs_other_prompt", {}).get("uncertain_as_positive", {})
+            .get("micro_f1_14"),
             "vae_ceiling": trip["vae_ceiling_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"],
             "fd": metrics["images"]["fd"],
             "val_mse": gen.get("gen_finetune", {}).get("mse"),
