@@ -27,8 +27,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from unixcxr.train.recipe import GENERATION_STAGES  # noqa: E402
+
 BASE_STAGES = ("tokenizer", "vision", "vae", "und_sft")
-GEN_STAGES = ("gen_pretrain", "gen_finetune")
 
 
 def unixcxr(*args: str) -> None:
@@ -47,7 +48,7 @@ def recipe_with(factor: float, out: Path, tag: str = "", overrides: tuple[str, .
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    for name in GEN_STAGES:
+    for name in GENERATION_STAGES:
         fields["stages"][name]["steps"] = max(1, round(fields["stages"][name]["steps"] * factor))
     path = out / f"recipe_{tag}{factor:g}x.yaml"
     path.write_text(yaml.safe_dump(fields, sort_keys=False))
@@ -78,8 +79,8 @@ def point(out: Path, data: Path, base: Path, factor: float, args) -> dict:
             str(args.eval_steps), "--max-new-tokens", "160", "--out", str(evaluation), "--no-baselines")
     metrics = json.loads((evaluation / "metrics.json").read_text())
     trip = metrics["round_trip"]
-    gen = {name: last_validation(run, name) for name in GEN_STAGES} if factor > 0 else {}
-    done = {name: json.loads((run / "stages" / name / "done.json").read_text()) for name in GEN_STAGES} \
+    gen = {name: last_validation(run, name) for name in GENERATION_STAGES} if factor > 0 else {}
+    done = {name: json.loads((run / "stages" / name / "done.json").read_text()) for name in GENERATION_STAGES} \
         if factor > 0 else {}
     return {"factor": factor, "tag": args.tag, "overrides": list(args.set),
             "gen_steps": {name: done[name]["steps"] for name in done},

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from unixcxr.train.plots import plot_series
+from unixcxr.train.recipe import GENERATION_STAGES
 
-GEN_STAGES = ("gen_pretrain", "gen_finetune")
 # Measured on a 2-core VM with the demo's data (2,500 SynthCXR studies at 128 px), 100 test studies,
 # 9 sampler points, one understanding model; factor x the demo recipe's 300 generation steps;
 # val_text_gain in % of the val MSE; other_prompt: the same films read against another study's prompt.
@@ -28,7 +28,7 @@ MEASURED = [
 def run_point(run: Path, trained: dict) -> dict | None:
     """This run's generation steps, round trip and FD (None when it trained no generator)."""
     steps = 0
-    for name in GEN_STAGES:
+    for name in GENERATION_STAGES:
         done = run / "stages" / name / "done.json"
         if done.is_file():
             steps += int(json.loads(done.read_text()).get("steps", 0))

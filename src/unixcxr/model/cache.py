@@ -28,9 +28,21 @@ class KVCache:
     def view(self, rows: slice | torch.Tensor = slice(None), slot: torch.Tensor | None = None) -> CacheView:
         return CacheView(self, rows, slot)
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every row, after `length`: see CacheView.write."""
-        return CacheView(self).write(layer, k, v)
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, rows: slice | torch.Tensor = slice(None),
+              slot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        # k, v: [B, kv_heads, L, d] -> all keys/values so far: [B, kv_heads, length + L, d]
+        # (static writes: L = 1 at `slot`, and the whole capacity back: [B, kv_heads, max_len, d])
+        if slot is not None:
+            if not isinstance(rows, slice):  # indexed rows would be a copy, not the cache
+                raise ValueError("static KV-cache writes take every batch row (rows = slice(None))")
+            keys, values = self.k[layer, rows], self.v[layer, rows]
+            return keys.index_copy_(2, slot, k), values.index_copy_(2, slot, v)
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+        self.k[layer, rows, :, self.length:end] = k
+        self.v[layer, rows, :, self.length:end] = v
+        return self.k[layer, rows, :, :end], self.v[layer, rows, :, :end]
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -53,17 +65,4 @@ class CacheView:
         return self.cache.length
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # k, v: [B, kv_heads, L, d] -> all keys/values so far: [B, kv_heads, length + L, d]
-        # (static writes: L = 1 at `slot`, and the whole capacity back: [B, kv_heads, max_len, d])
-        cache, rows = self.cache, self.rows
-        if self.slot is not None:
-            if not isinstance(rows, slice):  # indexed rows would be a copy, not the cache
-                raise ValueError("static KV-cache writes take every batch row (rows = slice(None))")
-            keys, values = cache.k[layer, rows], cache.v[layer, rows]
-            return keys.index_copy_(2, self.slot, k), values.index_copy_(2, self.slot, v)
-        end = cache.length + k.shape[2]
-        if end > cache.max_len:
-            raise ValueError(f"KV cache overflow: {end} tokens > capacity {cache.max_len}")
-        cache.k[layer, rows, :, cache.length:end] = k
-        cache.v[layer, rows, :, cache.length:end] = v
-        return cache.k[layer, rows, :, :end], cache.v[layer, rows, :, :end]
+        return self.cache.write(layer, k, v, self.rows, self.slot)

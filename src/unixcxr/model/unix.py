@@ -4,6 +4,7 @@ llm2vae, fixed latent positions). The VAE is separate (model/vae.py), as in diff
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from contextlib import nullcontext
 
@@ -191,7 +192,7 @@ class UniX(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, ctx, i)
             if i == 0 and shared > 1:  # the first layer turned one guidance branch's rows into all of them
-                ctx = LayerContext((B * shared, L), routing, rope, mask, cache, freeze_und)
+                ctx = dataclasses.replace(ctx, shape=(B * shared, L), shared=1)
             if capture_layer == i + 1:
                 captured = routing.merge(*x, ctx.shape)
         return routing.merge(*x, ctx.shape), captured
@@ -275,12 +276,17 @@ class UniX(nn.Module):
         return KVCache(llm.num_layers, batch, llm.num_kv_heads, max_len, llm.head_dim, p.dtype, p.device)
 
 
+def upgraded_key(key: str, prefix: str = "") -> str:
+    """A weight's name written by an earlier version under today's name: the image encoder was `vit`."""
+    old = prefix + "vit."
+    return prefix + "vision." + key[len(old):] if key.startswith(old) else key
+
+
 def upgrade_state_dict(state: dict) -> dict:
-    """Weights written by earlier versions under today's names: the image encoder was `vit`."""
-    return {("vision." + k[4:] if k.startswith("vit.") else k): v for k, v in state.items()}
+    return {upgraded_key(k): v for k, v in state.items()}
 
 
 def _renamed_vision_keys(module, state_dict, prefix, *args) -> None:
-    """load_state_dict of an earlier version's weights (upgrade_state_dict, under any prefix)."""
-    for key in [k for k in state_dict if k.startswith(prefix + "vit.")]:
-        state_dict[prefix + "vision." + key[len(prefix) + 4:]] = state_dict.pop(key)
+    """load_state_dict of an earlier version's weights, under any prefix: keys renamed in place."""
+    for key in [k for k in state_dict if upgraded_key(k, prefix) != k]:
+        state_dict[upgraded_key(key, prefix)] = state_dict.pop(key)

@@ -87,6 +87,7 @@ class LatentVAE(nn.Module):
         self.cfg = cfg
         self.autoencoder = build_autoencoder(cfg)
         self.exact = False  # set by for_inference
+        self._contiguous_hooks: list = []  # exact layout: the hooks that make attention outputs contiguous
 
     def for_inference(self, exact: bool = False) -> LatentVAE:
         """Eval mode, frozen, in one of two layouts (saved weights are made contiguous either way).
@@ -96,7 +97,7 @@ class LatentVAE(nn.Module):
         view, which a hook makes contiguous, since CPU group norm on channels-last tensors is far less
         exact. Numbers: docs/performance.md and docs/released-code.md."""
         self.eval().requires_grad_(False)
-        for handle in getattr(self, "_contiguous_hooks", ()):
+        for handle in self._contiguous_hooks:
             handle.remove()
         self._contiguous_hooks = []
         if exact:

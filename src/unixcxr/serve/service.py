@@ -26,7 +26,7 @@ from unixcxr.inference.field_names import grid_points, text_guidance
 from unixcxr.model.config import SAMPLER_PRESETS
 from unixcxr.pipeline import UniXPipeline
 from unixcxr.serve.batcher import Batcher, QueueFull
-from unixcxr.serve.limits import DEFAULT_LIMITS, MIB, ServeLimits  # noqa: F401  (MIB: part of this module's API)
+from unixcxr.serve.limits import DEFAULT_LIMITS, MIB, ServeLimits
 from unixcxr.serve.rows import REPORT, ReportRows
 from unixcxr.validation import check, check_optional
 

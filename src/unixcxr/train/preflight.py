@@ -33,7 +33,7 @@ from unixcxr.train.context import RunFolder, annotation_path, derive_config
 from unixcxr.train.distributed import FSDP_PRESETS
 from unixcxr.train.flops import encoder_flops, step_flops
 from unixcxr.train.mfu import FORWARD_BACKWARD, count_training_flops, measure_peak_flops
-from unixcxr.train.recipe import MODEL_STAGES, Recipe, RecipeError
+from unixcxr.train.recipe import GENERATION_STAGES, MODEL_STAGES, Recipe, RecipeError
 from unixcxr.train.stages import SPECS, check_resolution, set_trainable
 
 GIB = 2**30
@@ -90,7 +90,7 @@ def check_inputs(recipe: Recipe, source: DataSource, names: list[str],
             raise DataError(f"{source.root}: the train split holds no image with report text")
         if "validate" in source.splits():
             counts["all"].update(source.check_files(["validate"]))
-    if any(n in ("gen_pretrain", "gen_finetune") for n in names):
+    if any(n in GENERATION_STAGES for n in names):
         for split, value in recipe.data.generation_split.items():
             samples = source.annotated(annotation_path(value, source.root), split)
             counts.setdefault("generation", {})[split] = len(samples)

@@ -29,6 +29,7 @@ from unixcxr.strict import StrictError, build, plain
 # vision before vae: the VAE's perceptual term may use the vision stage's fine-tuned reader
 STAGE_ORDER = ("tokenizer", "vision", "vae", "und_sft", "gen_pretrain", "gen_finetune")
 MODEL_STAGES = ("und_sft", "gen_pretrain", "gen_finetune")
+GENERATION_STAGES = ("gen_pretrain", "gen_finetune")
 STRATEGIES = ("auto", "single", "ddp", "fsdp")
 PERCEPTUAL_NETWORKS = ("none", "efficientnet-lite0", "reader")
 VISION_TEACHERS = ("efficientnet-lite0",)
