@@ -277,6 +277,36 @@ def test_a_stage_step_changes_its_own_parameters_and_no_others(tmp_path, stage):
         assert changed == expected, name
 
 
+def test_a_stages_timestep_shift_moves_training_t_and_leaves_validation_t_alone():
+    """recipe stages.<gen>.timestep_shift: while training, t is drawn at the stage's shift from the
+    micro-batch's seeded generator (then the noise, as the network draws them); in eval mode at the
+    config's, so the validation MSE of recipes with different shifts compares."""
+    from unixcxr.flow import matching
+
+    torch.manual_seed(0)
+    model = UniX(tiny())
+    with torch.no_grad():  # the velocity head starts at zero, where the MSE does not depend on t
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    micro = _tiny_batches(model.config, "gen", n=1)[0]
+    batch = micro.data.batch
+
+    def explicit(shift):
+        g = torch.Generator().manual_seed(micro.data.noise_seed)
+        t = matching.sample_timesteps(batch.latents.shape[0], shift, g)
+        return model(batch.sequence, latents=batch.latents, t=t, freeze_und=True, generator=g)["mse"]
+
+    shifted = ModelLoss(model, SPECS["gen_pretrain"], torch.device("cpu"), timestep_shift=3.0)
+    plain = ModelLoss(model, SPECS["gen_pretrain"], torch.device("cpu"))
+    model.train()
+    assert torch.equal(shifted(micro)["mse"], explicit(3.0))
+    assert torch.equal(plain(micro)["mse"], explicit(model.config.gen.timestep_shift))
+    assert not torch.equal(shifted(micro)["mse"], plain(micro)["mse"])
+    model.eval()
+    assert torch.equal(shifted(micro)["mse"], plain(micro)["mse"])
+
+
 def test_a_learning_rate_scale_slows_only_the_parameters_it_names(tmp_path):
     problem = Regression()
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))

@@ -53,7 +53,7 @@ NUMBER_RANGES = {
     "max_report_tokens": (1, math.inf, False, False), "stats_images": (1, math.inf, False, False),
     "resolution": (1, math.inf, False, False), "crop": (1, math.inf, False, False),
     "vocab_size": (1, math.inf, False, False), "min_frequency": (1, math.inf, False, False),
-    "pack_to": (1, math.inf, False, False),
+    "pack_to": (1, math.inf, False, False), "timestep_shift": (0.0, math.inf, True, False),
 }
 DEFAULT_RANGE = (0, math.inf, False, False)
 
@@ -173,6 +173,10 @@ class ModelStage:
     resolution: int  # ViT input side for und_sft; generated image side for the generation stages
     repa: bool = False  # add config.gen.repa_weight x REPA to the flow-matching loss
     text_dropout: float | None = None  # generation prompt dropped for CFG; null = config.gen.text_dropout
+    # shift of this stage's training t (logit-normal, then t' = s t / (1 + (s - 1) t): above 1 trains
+    # noisier t, where only the text tells films apart); null = config.gen.timestep_shift. Validation
+    # and sampling keep the config's, so the validation MSE compares across recipes
+    timestep_shift: float | None = None
     ema: float = 0.9999
     ema_warmup: bool = False  # decay min(ema, (1 + step) / (10 + step)): for short runs from scratch
     vit_lr_scale: float = 1.0  # the ViT's learning rate relative to `lr` (paper: 1); below 1 protects

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unixcxr.data.batches import TrainingBatch
+from unixcxr.flow import matching
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.unix import UniX, is_gen_parameter
 from unixcxr.train.flops import encoder_flops, step_flops
@@ -167,11 +168,13 @@ def build_repa_encoder(spec: str, model: UniX, device: torch.device, own_copy: b
 class ModelLoss:
     """UniX.forward on a micro-batch: CE for understanding; MSE (+ REPA) for generation, with the
     noise and t drawn from a generator seeded per micro-batch, so a run is reproducible whatever
-    the number of ranks, workers or restarts."""
+    the number of ranks, workers or restarts. While the network trains, t is drawn at the stage's
+    `timestep_shift` when it has one; in eval mode (validation) always at the config's."""
 
     def __init__(self, model: nn.Module, spec: StageSpec, device: torch.device,
-                 repa_encoder: nn.Module | None = None):
+                 repa_encoder: nn.Module | None = None, timestep_shift: float | None = None):
         self.model, self.spec, self.device, self.repa_encoder = model, spec, device, repa_encoder
+        self.timestep_shift = timestep_shift
 
     def __call__(self, micro: MicroBatch) -> dict[str, torch.Tensor]:
         inputs: ModelInputs = micro.data
@@ -182,7 +185,10 @@ class ModelLoss:
         target = None
         if self.repa_encoder is not None and inputs.repa_images is not None:
             target = self.repa_encoder(inputs.repa_images.to(self.device))
-        return self.model(b.sequence, images=b.images, latents=b.latents, repa_target=target,
+        t = None
+        if self.timestep_shift is not None and self.model.training and b.latents is not None:
+            t = matching.sample_timesteps(b.latents.shape[0], self.timestep_shift, generator, self.device)
+        return self.model(b.sequence, images=b.images, latents=b.latents, t=t, repa_target=target,
                           freeze_und=self.spec.freeze_und, generator=generator)
 
 
