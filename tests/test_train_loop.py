@@ -307,6 +307,21 @@ def test_a_stages_timestep_shift_moves_training_t_and_leaves_validation_t_alone(
     assert torch.equal(shifted(micro)["mse"], plain(micro)["mse"])
 
 
+def test_a_stages_repa_weight_weighs_repa_in_the_loss_it_trains_on():
+    from unixcxr.train.stages import VitRepaEncoder
+
+    torch.manual_seed(0)
+    config = tiny()
+    config.gen.repa_dim = config.vision.width
+    model = UniX(config)
+    micro = _tiny_batches(model.config, "gen", n=1)[0]
+    for weight in (None, 2.0):
+        parts = ModelLoss(model, SPECS["gen_pretrain"], torch.device("cpu"), VitRepaEncoder(model),
+                          repa_weight=weight)(micro)
+        expected = parts["mse"] + (config.gen.repa_weight if weight is None else weight) * parts["repa"]
+        assert parts["repa"].abs() > 0 and torch.allclose(parts["loss"], expected)
+
+
 def test_a_learning_rate_scale_slows_only_the_parameters_it_names(tmp_path):
     problem = Regression()
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))

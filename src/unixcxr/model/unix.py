@@ -215,10 +215,12 @@ class UniX(nn.Module):
     def forward(self, batch: SequenceBatch, images: torch.Tensor | None = None,
                 latents: torch.Tensor | None = None, noise: torch.Tensor | None = None,
                 t: torch.Tensor | None = None, repa_target: torch.Tensor | None = None,
-                freeze_und: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                freeze_und: bool = False, generator: torch.Generator | None = None,
+                repa_weight: float | None = None) -> dict[str, torch.Tensor]:
         """Losses of a mixed batch. images: [N_vit, 3, S, S] for the ViT blocks; latents: clean
         normalised VAE latents x0 [N_lat, C, h, w] for the latent blocks; repa_target: frozen encoder
-        features [N_lat, n, D]. Returns 'loss' and its parts ('ce', 'mse', 'repa')."""
+        features [N_lat, n, D]; repa_weight: REPA's weight in 'loss' (None: config.gen.repa_weight).
+        Returns 'loss' and its parts ('ce', 'mse', 'repa')."""
         vit_tokens = None
         if images is not None:
             with torch.no_grad() if freeze_und else nullcontext():
@@ -247,7 +249,8 @@ class UniX(nn.Module):
             if repa_target is not None:
                 hidden = select_rows(captured, rows=latent_rows)
                 losses["repa"] = self.repa_loss(hidden, repa_target, latents.shape[-2:])
-        total = sum(v * (self.config.gen.repa_weight if k == "repa" else 1.0) for k, v in losses.items())
+        weight = self.config.gen.repa_weight if repa_weight is None else repa_weight
+        total = sum(v * (weight if k == "repa" else 1.0) for k, v in losses.items())
         losses["loss"] = total
         return losses
 

@@ -87,7 +87,7 @@ def run_model_stage(ctx: RunContext, name: str, resume: bool) -> dict:
     units = [*model.layers, *model.vision.vision_tower.blocks, model.vision]
     wrapped = wrap(model, strategy, env, units)
     params = {n: p for n, p in model.named_parameters() if n in trainable}
-    loss_fn = ModelLoss(wrapped, spec, ctx.device, repa_encoder, stage.timestep_shift)
+    loss_fn = ModelLoss(wrapped, spec, ctx.device, repa_encoder, stage.timestep_shift, stage.repa_weight)
     plan = BatchPlan(len(items), stage.batch_size, stage.micro_batch_size, env.world_size, env.rank,
                      ctx.recipe.seed)
     settings = ctx.loop_settings(name, plan.accumulation, lr_scales=(("vision.", stage.vit_lr_scale),))

@@ -171,7 +171,8 @@ class ModelStage:
     batch_size: int  # global, over all ranks and accumulation steps
     micro_batch_size: int  # per forward/backward on one rank
     resolution: int  # ViT input side for und_sft; generated image side for the generation stages
-    repa: bool = False  # add config.gen.repa_weight x REPA to the flow-matching loss
+    repa: bool = False  # add repa_weight x REPA to the flow-matching loss
+    repa_weight: float | None = None  # REPA's weight in this stage; null = config.gen.repa_weight
     text_dropout: float | None = None  # generation prompt dropped for CFG; null = config.gen.text_dropout
     # shift of this stage's training t (logit-normal, then t' = s t / (1 + (s - 1) t): above 1 trains
     # noisier t, where only the text tells films apart); null = config.gen.timestep_shift. Validation

@@ -169,12 +169,14 @@ class ModelLoss:
     """UniX.forward on a micro-batch: CE for understanding; MSE (+ REPA) for generation, with the
     noise and t drawn from a generator seeded per micro-batch, so a run is reproducible whatever
     the number of ranks, workers or restarts. While the network trains, t is drawn at the stage's
-    `timestep_shift` when it has one; in eval mode (validation) always at the config's."""
+    `timestep_shift` when it has one; in eval mode (validation) always at the config's. REPA weighs
+    `repa_weight` in the total (None: the config's)."""
 
     def __init__(self, model: nn.Module, spec: StageSpec, device: torch.device,
-                 repa_encoder: nn.Module | None = None, timestep_shift: float | None = None):
+                 repa_encoder: nn.Module | None = None, timestep_shift: float | None = None,
+                 repa_weight: float | None = None):
         self.model, self.spec, self.device, self.repa_encoder = model, spec, device, repa_encoder
-        self.timestep_shift = timestep_shift
+        self.timestep_shift, self.repa_weight = timestep_shift, repa_weight
 
     def __call__(self, micro: MicroBatch) -> dict[str, torch.Tensor]:
         inputs: ModelInputs = micro.data
@@ -189,7 +191,7 @@ class ModelLoss:
         if self.timestep_shift is not None and self.model.training and b.latents is not None:
             t = matching.sample_timesteps(b.latents.shape[0], self.timestep_shift, generator, self.device)
         return self.model(b.sequence, images=b.images, latents=b.latents, t=t, repa_target=target,
-                          freeze_und=self.spec.freeze_und, generator=generator)
+                          freeze_und=self.spec.freeze_und, generator=generator, repa_weight=self.repa_weight)
 
 
 def with_flops(micros, model: UniX, freeze_und: bool, repa_encoder: nn.Module | None = None):
