@@ -116,6 +116,15 @@ def test_demo_asks_both_generators_the_same_six_reports_from_one_seed(demo):
     assert "Text sensitivity" in (demo / "report.md").read_text()
 
 
+def test_the_measured_curves_1x_is_the_demo_recipes_generation_steps():
+    from unixcxr.demo.curve import DEMO_GEN_STEPS
+    from unixcxr.demo.run import recipe_path
+    from unixcxr.train.recipe import GENERATION_STAGES, Recipe
+
+    recipe = Recipe.load(recipe_path("small.yaml"))
+    assert sum(recipe.stage(name).steps for name in GENERATION_STAGES) == DEMO_GEN_STEPS
+
+
 def test_the_report_places_this_run_on_the_measured_generation_curve(demo):
     """"What more generation training buys": the measured 0x-10x points and this run's own generation
     steps (its two generation stages' done.json) with its round trip and text-specific gain."""
@@ -126,7 +135,8 @@ def test_the_report_places_this_run_on_the_measured_generation_curve(demo):
     metrics = json.loads((demo / "eval" / "metrics.json").read_text())
     trip = metrics["round_trip"]["label_f1_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
     md = (demo / "report.md").read_text()
-    assert "What more generation training buys" in md and "| 3x (measured) | 900 |" in md
+    assert "What more generation training buys" in md and "| 1.5x (measured) | 900 |" in md
+    assert "| 1.5x (measured, recipe before the A/Bs) | 900 |" in md
     other = metrics["round_trip"]["label_f1_vs_other_prompt"]["uncertain_as_positive"]["micro_f1_14"]
     assert f"| this run | {steps} | {trip:.3f} | {trip - other:+.3f} |" in md
     assert (demo / "figures" / "generation_curve.png").stat().st_size > 1000

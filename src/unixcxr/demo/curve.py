@@ -10,19 +10,25 @@ from pathlib import Path
 from unixcxr.train.plots import plot_series
 from unixcxr.train.recipe import GENERATION_STAGES
 
+DEMO_GEN_STEPS = 600  # configs/small.yaml's gen_pretrain + gen_finetune steps: the factors' 1x
+
 # Measured on a 2-core VM with the demo's data (2,500 SynthCXR studies at 128 px), 100 test studies,
-# 9 sampler points, one understanding model; factor x the demo recipe's 300 generation steps;
-# val_text_gain in % of the val MSE; other_prompt: the same films read against another study's prompt.
+# 9 sampler points, one understanding model (scripts/generation_curve.py); val_text_gain in % of the
+# val MSE; other_prompt: the same films read against another study's prompt. "before": the recipe
+# before the A/Bs of docs/conditioning.md (REPA 0.5 in pre-training only, unshifted training t).
 MEASURED = [
-    {"factor": 0, "gen_steps": 0, "round_trip": 0.232, "vae_ceiling": 0.407, "fd": 414.9, "text_gain_pct": None,
-     "other_prompt": 0.232},
-    {"factor": 1, "gen_steps": 300, "round_trip": 0.174, "vae_ceiling": 0.407, "fd": 215.3, "text_gain_pct": 0.36,
-     "other_prompt": 0.179},
-    {"factor": 3, "gen_steps": 900, "round_trip": 0.182, "vae_ceiling": 0.407, "fd": 195.3, "text_gain_pct": 1.0,
-     "other_prompt": 0.209},
-    {"factor": 10, "gen_steps": 3000, "round_trip": 0.235, "vae_ceiling": 0.407, "fd": 193.1, "text_gain_pct": 3.5,
-     "other_prompt": 0.173},
+    {"recipe": "current", "gen_steps": 0, "round_trip": 0.232, "vae_ceiling": 0.407, "fd": 414.9,
+     "text_gain_pct": None, "other_prompt": 0.232},
+    {"recipe": "current", "gen_steps": 900, "round_trip": 0.241, "vae_ceiling": 0.407, "fd": 201.7,
+     "text_gain_pct": 3.92, "other_prompt": 0.179},
+    {"recipe": "current", "gen_steps": 3000, "round_trip": 0.299, "vae_ceiling": 0.407, "fd": 191.1,
+     "text_gain_pct": 6.15, "other_prompt": 0.161},
+    {"recipe": "before", "gen_steps": 900, "round_trip": 0.182, "vae_ceiling": 0.407, "fd": 195.3,
+     "text_gain_pct": 1.04, "other_prompt": 0.209},
+    {"recipe": "before", "gen_steps": 3000, "round_trip": 0.235, "vae_ceiling": 0.407, "fd": 193.1,
+     "text_gain_pct": 3.5, "other_prompt": 0.173},
 ]
+CURRENT = [p for p in MEASURED if p["recipe"] == "current"]
 
 
 def run_point(run: Path, trained: dict) -> dict | None:
@@ -43,7 +49,11 @@ def run_point(run: Path, trained: dict) -> dict | None:
 
 
 def curve_rows(this: dict | None) -> list[list[str]]:
-    rows = [[f"{p['factor']:g}x (measured)", str(p["gen_steps"]), f"{p['round_trip']:.3f}",
+    def label(p):
+        which = ", recipe before the A/Bs" if p["recipe"] == "before" else ""
+        return f"{p['gen_steps'] / DEMO_GEN_STEPS:g}x (measured{which})"
+
+    rows = [[label(p), str(p["gen_steps"]), f"{p['round_trip']:.3f}",
              f"{p['round_trip'] - p['other_prompt']:+.3f}", f"{p['vae_ceiling']:.3f}", f"{p['fd']:.1f}",
              "-" if p["text_gain_pct"] is None else f"{p['text_gain_pct']:.2f}%"] for p in MEASURED]
     if this is not None:
@@ -59,7 +69,7 @@ CURVE_HEADER = ["generator", "gen steps", "round trip", "text-specific gain", "V
 
 def curve_figure(this: dict | None, path: Path) -> Path:
     """Round trip and FD against generation steps: the measured curve, this run marked."""
-    trained = [p for p in MEASURED if p["gen_steps"]]
+    trained = [p for p in CURRENT if p["gen_steps"]]
     mine = [this] if this is not None else []
     series = {
         "round trip; marked: this run": ([(p["gen_steps"], p["round_trip"]) for p in trained],
@@ -72,12 +82,15 @@ def curve_figure(this: dict | None, path: Path) -> Path:
 
 
 def curve_note() -> str:
-    best = max(MEASURED, key=lambda p: p["gen_steps"])
+    best = max(CURRENT, key=lambda p: p["gen_steps"])
+    before = next(p for p in MEASURED if p["recipe"] == "before" and p["gen_steps"] == best["gen_steps"])
+    factor = best["gen_steps"] / DEMO_GEN_STEPS
     return (f"The demo recipe's generator trained longer on the same data and evaluated the same way. The "
             "text-specific gain is the round trip minus the same films read against another study's prompt: "
-            "what the text itself buys (the round trip's run-to-run spread is about 0.03). Up to "
-            f"{best['factor']:g}x its steps the generator's use of the text grows (val_text_gain "
-            f"{MEASURED[1]['text_gain_pct']:g}% -> {best['text_gain_pct']:g}% of the validation MSE, text-specific "
-            f"gain {best['round_trip'] - best['other_prompt']:+.3f} at {best['factor']:g}x) while the round trip "
-            f"stays far below its VAE ceiling ({best['round_trip']:.3f} against {best['vae_ceiling']:.3f}). "
+            "what the text itself buys (the round trip's run-to-run spread is about 0.03). At "
+            f"{factor:g}x the full demo's generation steps the generator uses its text clearly (val_text_gain "
+            f"{best['text_gain_pct']:g}% of the validation MSE, text-specific gain "
+            f"{best['round_trip'] - best['other_prompt']:+.3f}; the recipe before the A/Bs reached "
+            f"{before['text_gain_pct']:g}% there) and the round trip reaches {best['round_trip']:.3f} against "
+            f"its VAE ceiling of {best['vae_ceiling']:.3f}. "
             "Measured with scripts/generation_curve.py; docs/conditioning.md has the details.")
