@@ -307,6 +307,31 @@ def test_a_stages_timestep_shift_moves_training_t_and_leaves_validation_t_alone(
     assert torch.equal(shifted(micro)["mse"], plain(micro)["mse"])
 
 
+def test_validation_of_a_ddp_wrapped_network_keeps_the_configs_t(tmp_path):
+    """Under torchrun the loss holds the DDP wrapper while the Validator switches the raw network to
+    eval mode: validation must still draw t at the config's shift."""
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    model = UniX(tiny())
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+    micro = _tiny_batches(model.config, "gen", n=1)[0]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(model)
+        shifted = ModelLoss(wrapped, SPECS["gen_pretrain"], torch.device("cpu"), timestep_shift=3.0)
+        plain = ModelLoss(wrapped, SPECS["gen_pretrain"], torch.device("cpu"))
+        with torch.no_grad():
+            assert not torch.equal(shifted(micro)["mse"], plain(micro)["mse"])
+            model.eval()  # what the Validator does
+            assert torch.equal(shifted(micro)["mse"], plain(micro)["mse"])
+    finally:
+        dist.destroy_process_group()
+
+
 def test_a_stages_repa_weight_weighs_repa_in_the_loss_it_trains_on():
     from unixcxr.train.stages import VitRepaEncoder
 

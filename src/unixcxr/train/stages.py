@@ -22,6 +22,7 @@ from unixcxr.data.batches import TrainingBatch
 from unixcxr.flow import matching
 from unixcxr.model.config import UniXConfig
 from unixcxr.model.unix import UniX, is_gen_parameter
+from unixcxr.train.distributed import unwrap
 from unixcxr.train.flops import encoder_flops, step_flops
 from unixcxr.train.loop import MicroBatch
 from unixcxr.train.mfu import count_training_flops
@@ -188,7 +189,8 @@ class ModelLoss:
         if self.repa_encoder is not None and inputs.repa_images is not None:
             target = self.repa_encoder(inputs.repa_images.to(self.device))
         t = None
-        if self.timestep_shift is not None and self.model.training and b.latents is not None:
+        # the Validator switches the raw network to eval mode; a DDP wrapper keeps its own flag
+        if self.timestep_shift is not None and unwrap(self.model).training and b.latents is not None:
             t = matching.sample_timesteps(b.latents.shape[0], self.timestep_shift, generator, self.device)
         return self.model(b.sequence, images=b.images, latents=b.latents, t=t, repa_target=target,
                           freeze_und=self.spec.freeze_und, generator=generator, repa_weight=self.repa_weight)
