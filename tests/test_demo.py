@@ -126,7 +126,7 @@ def test_the_measured_curves_1x_is_the_demo_recipes_generation_steps():
 
 
 def test_the_report_places_this_run_on_the_measured_generation_curve(demo):
-    """"What more generation training buys": the measured 0x-10x points and this run's own generation
+    """"What more generation training buys": the measured points and this run's own generation
     steps (its two generation stages' done.json) with its round trip and text-specific gain."""
     import json
 

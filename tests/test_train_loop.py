@@ -277,6 +277,15 @@ def test_a_stage_step_changes_its_own_parameters_and_no_others(tmp_path, stage):
         assert changed == expected, name
 
 
+def _no_zero_parameters(model) -> None:
+    """The velocity head starts at zero, where the MSE does not depend on t: give it (and every other
+    all-zero tensor) small random values."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.02)
+
+
 def test_a_stages_timestep_shift_moves_training_t_and_leaves_validation_t_alone():
     """recipe stages.<gen>.timestep_shift: while training, t is drawn at the stage's shift from the
     micro-batch's seeded generator (then the noise, as the network draws them); in eval mode at the
@@ -285,10 +294,7 @@ def test_a_stages_timestep_shift_moves_training_t_and_leaves_validation_t_alone(
 
     torch.manual_seed(0)
     model = UniX(tiny())
-    with torch.no_grad():  # the velocity head starts at zero, where the MSE does not depend on t
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
+    _no_zero_parameters(model)
     micro = _tiny_batches(model.config, "gen", n=1)[0]
     batch = micro.data.batch
 
@@ -314,10 +320,7 @@ def test_validation_of_a_ddp_wrapped_network_keeps_the_configs_t(tmp_path):
 
     torch.manual_seed(0)
     model = UniX(tiny())
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
+    _no_zero_parameters(model)
     micro = _tiny_batches(model.config, "gen", n=1)[0]
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

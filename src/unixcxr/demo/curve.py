@@ -1,6 +1,7 @@
-"""What more generation training buys: the demo recipe's generator measured at 0x-10x its steps on the
-demo's data (scripts/generation_curve.py; docs/conditioning.md), with this run's own point beside
-them, so a demo report says what a larger budget would change."""
+"""What more generation training buys: the demo recipe's generator measured at up to 5x its steps on
+the demo's data, with the recipe before the A/Bs at the same steps (scripts/generation_curve.py;
+docs/conditioning.md), and this run's own point beside them, so a demo report says what a larger
+budget would change."""
 
 from __future__ import annotations
 
