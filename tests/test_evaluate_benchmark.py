@@ -71,3 +71,39 @@ def test_a_film_that_draws_exactly_its_prompt_scores_lower_against_another_study
     own = label_f1(asked, asked)["uncertain_as_positive"]["micro_f1_14"]
     other = label_f1(asked, other_studies(asked))["uncertain_as_positive"]["micro_f1_14"]
     assert own == 1.0 and other < 0.5
+
+
+def test_evaluate_draws_with_the_guidance_given_and_refuses_to_mix_settings_in_one_folder(tmp_path, capsys):
+    data = tmp_path / "data"
+    generate_dataset(data, 160, size=64, seed=0, workers=1, progress=False)
+    model = write_demo_model_folder(tmp_path / "model")
+
+    def evaluate(out, *extra):
+        return main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(out), "--limit", "6",
+                     "--steps", "3", "--max-new-tokens", "4", "--batch-size", "6", "--no-baselines",
+                     "--no-vae-ceiling", *extra])
+
+    assert evaluate(tmp_path / "plain", "--cfg-interval", "0", "1", "--shift", "2") == 0  # the preset's text scale
+    assert evaluate(tmp_path / "cfg8", "--cfg-text", "8", "--cfg-interval", "0", "1", "--shift", "2") == 0
+    metrics = json.loads((tmp_path / "cfg8" / "metrics.json").read_text())
+    sampler = metrics["images"]["sampler"]
+    assert (sampler["cfg_text"], sampler["cfg_interval"], sampler["shift"]) == (8.0, [0.0, 1.0], 2.0)
+    assert sampler["num_points"] == 3 and metrics["settings"]["cfg_text"] == 8.0
+    assert "text guidance 8 on (0, 1], shift 2" in (tmp_path / "cfg8" / "metrics.md").read_text()
+    plain = sorted((tmp_path / "plain" / "generated").glob("*.png"))
+    guided = sorted((tmp_path / "cfg8" / "generated").glob("*.png"))
+    assert len(guided) == 6 and [p.name for p in plain] == [p.name for p in guided]
+    assert all(a.read_bytes() != b.read_bytes() for a, b in zip(plain, guided))  # the scale reached the sampler
+
+    # the same folder with another scale: one clear line, exit 2, the films there untouched
+    before = {p.name: p.read_bytes() for p in guided}
+    capsys.readouterr()
+    assert evaluate(tmp_path / "cfg8", "--cfg-text", "2", "--cfg-interval", "0", "1", "--shift", "2") == 2
+    err = capsys.readouterr().err
+    assert "holds films drawn with other sampler settings (cfg_text 8.0 -> 2.0)" in err and "another --out" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "cfg8" / "generated").glob("*.png")} == before
+    again = ("--cfg-text", "8", "--cfg-interval", "0", "1", "--shift", "2")
+    assert evaluate(tmp_path / "cfg8", *again) == 0  # the same settings: resumes
+
+    assert evaluate(tmp_path / "bad", "--cfg-text", "-1") == 2
+    assert "--cfg-text must be" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -19,6 +19,7 @@ observations x uncertain as negative / positive) for the model and the baselines
 examples:
   unixcxr evaluate --model runs/small --data data/synthcxr --split test --out runs/small/eval
   unixcxr evaluate --model runs/small --data data/synthcxr --limit 50 --steps 20   # a quick look
+  unixcxr evaluate --model runs/small --data data/synthcxr --limit 100 --cfg-text 4 --out runs/small/eval-cfg4
   unixcxr evaluate --model runs/small --data data/synthcxr --limit 100 --privacy --utility
   unixcxr evaluate --model runs/paper --data shards/mimic-512 --reports cleaned.jsonl \
       --gen-split LLAVARAD_ANNOTATIONS_TEST.csv --features rad-dino:/models/rad-dino"""
@@ -48,6 +49,12 @@ def register(sub) -> None:
     p.add_argument("--sampler", default=None, choices=SAMPLER_PRESETS,
                    help="sampler preset (default: the model's own: released, the authors' evaluation settings, for "
                         "their weights; unixcxr for ours)")
+    p.add_argument("--cfg-text", type=float, default=None,
+                   help="text guidance scale, replacing the preset's (sweep it: higher follows the report more)")
+    p.add_argument("--cfg-img", type=float, default=None, help="image guidance scale, replacing the preset's")
+    p.add_argument("--cfg-interval", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="guidance applied while LO < t <= HI, replacing the preset's")
+    p.add_argument("--shift", type=float, default=None, help="sampler timestep shift, replacing the preset's")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="longest report in tokens (default: the model's own, 499 for the authors' weights, 256 ours)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -87,7 +94,7 @@ def run(args) -> int:
 
     if args.limit is not None and args.limit < MIN_STUDIES:
         raise CliError(f"--limit must be at least {MIN_STUDIES} (precision / recall look at 5 neighbours)")
-    check_options(args, "steps", "max_new_tokens", "batch_size")
+    check_options(args, "steps", "max_new_tokens", "batch_size", "cfg_text", "cfg_img", "cfg_interval", "shift")
     for option in ("privacy_n", "utility_n", "utility_steps"):
         value = getattr(args, option)
         if value is not None and value < 1:
@@ -96,7 +103,10 @@ def run(args) -> int:
         raise CliError(f"--reid-checkpoint {args.reid_checkpoint}: scores privacy; add --privacy")
     out = args.out or Path(args.model) / f"eval-{args.split}"
     settings = BenchmarkSettings(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                                 steps=args.steps, sampler=args.sampler, batch_size=args.batch_size,
+                                 steps=args.steps, sampler=args.sampler, cfg_text=args.cfg_text,
+                                 cfg_img=args.cfg_img, shift=args.shift,
+                                 cfg_interval=tuple(args.cfg_interval) if args.cfg_interval else None,
+                                 batch_size=args.batch_size,
                                  features=args.features, baselines=not args.no_baselines,
                                  vae_ceiling=not args.no_vae_ceiling,
                                  generation_split=str(args.gen_split) if args.gen_split else None,

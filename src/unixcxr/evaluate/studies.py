@@ -1,9 +1,12 @@
 """The studies an evaluation works on: one sample per study, its reference report and generation
 prompt, a file per image (copied out of a shard when needed), and the films generated from the
-prompts (written atomically; a rerun keeps what exists)."""
+prompts (written atomically; a rerun keeps what exists, and refuses to mix films drawn with other
+sampler settings into the folder)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -12,6 +15,8 @@ from unixcxr.data.sources import Sample
 from unixcxr.files import atomic_output
 
 PNG_MAGIC = b"\x89PNG"
+GENERATED = "generated"  # the films drawn from the split's prompts
+SAMPLING_FILE = "sampling.json"  # beside the films: the settings they were drawn with
 
 
 def first_per_study(samples: list[Sample], limit: int | None = None) -> list[Sample]:
@@ -53,18 +58,47 @@ def image_files(samples: list[Sample], folder: Path) -> list[Path]:
 
 
 def generate_images(pipe, studies: list[Sample], out: Path, s,
-                    folder: str = "generated") -> list[Path]:
+                    folder: str = GENERATED) -> list[Path]:
     """<folder>/<study>.png per study; existing files are kept, so rerunning resumes. s: the
     benchmark's settings (batch_size, seed, steps, sampler, image_size)."""
     folder = out / folder
     folder.mkdir(parents=True, exist_ok=True)
+    check_sampling(pipe, folder, s)
+    record_sampling(pipe, folder, s)
     todo = [r for r in studies if not (folder / f"{r.study_id}.png").is_file()]
     for start in tqdm(range(0, len(todo), s.batch_size), desc="images", unit="batch", disable=not todo):
         chunk = todo[start:start + s.batch_size]
         seeds = [s.seed + studies.index(r) for r in chunk]  # an image's seed does not depend on resumption
         images = pipe.generate([generation_prompt(r) for r in chunk], steps=s.steps, settings=s.sampler,
-                               size=s.image_size, seed=seeds, batch_size=s.batch_size)
+                               cfg_text=s.cfg_text, cfg_img=s.cfg_img, cfg_interval=s.cfg_interval,
+                               shift=s.shift, size=s.image_size, seed=seeds, batch_size=s.batch_size)
         for record, image in zip(chunk, images):
             with atomic_output(folder / f"{record.study_id}.png") as tmp:
                 image.save(tmp, format="PNG")
     return [folder / f"{r.study_id}.png" for r in studies]
+
+
+def sampling_of(pipe, s) -> dict:
+    """The sampler's resolved values (the preset's, with the settings' replacements), size and seed."""
+    sampler = pipe.sampler_settings(s.sampler, steps=s.steps, cfg_text=s.cfg_text, cfg_img=s.cfg_img,
+                                    cfg_interval=s.cfg_interval, shift=s.shift)
+    return json.loads(json.dumps({**dataclasses.asdict(sampler), "image_size": s.image_size, "seed": s.seed}))
+
+
+def check_sampling(pipe, folder: Path, s) -> None:
+    """Refuse to resume a folder of films drawn with other sampler settings than `s`'s (a folder
+    from before the record is resumed as it is)."""
+    record = folder / SAMPLING_FILE
+    if record.is_file():
+        drawn, wanted = json.loads(record.read_text()), sampling_of(pipe, s)
+        changed = [f"{key} {drawn.get(key)} -> {wanted[key]}" for key in wanted if drawn.get(key) != wanted[key]]
+        if changed:
+            raise ValueError(f"{folder} holds films drawn with other sampler settings ({', '.join(changed)}); "
+                             "give another --out, or delete that folder to draw them again")
+
+
+def record_sampling(pipe, folder: Path, s) -> None:
+    """Write the sampler settings beside a folder about to receive its first films."""
+    if not (folder / SAMPLING_FILE).is_file() and not any(folder.glob("*.png")):
+        with atomic_output(folder / SAMPLING_FILE) as tmp:
+            tmp.write_text(json.dumps(sampling_of(pipe, s), indent=1) + "\n")

@@ -22,11 +22,14 @@ from unixcxr.evaluate.baselines import most_common_report, nearest_neighbour_rep
 from unixcxr.evaluate.image_features import build_extractor, extract_features
 from unixcxr.evaluate.report_metrics import label_f1, report_metrics
 from unixcxr.evaluate.studies import (  # noqa: F401 - first_per_study, generation_prompt, reference_report: public here too
+    GENERATED,
+    check_sampling,
     first_per_study,
     generate_images,
     generation_prompt,
     image_files,
     reference_report,
+    sampling_of,
 )
 from unixcxr.evaluate.synthetic_use import evaluate_synthetic_use
 from unixcxr.evaluate.synthetic_use import markdown as synthetic_use_markdown
@@ -45,6 +48,10 @@ class BenchmarkSettings:
     max_new_tokens: int | None = None  # None = the model's own cap (499 for the authors' weights, 256 ours)
     steps: int | None = None  # sampler grid points; None = the released 50
     sampler: str | None = None  # sampler preset; None = the model's own (released for the authors' weights)
+    cfg_text: float | None = None  # these four replace the preset's values; None = the preset's
+    cfg_img: float | None = None
+    cfg_interval: tuple[float, float] | None = None
+    shift: float | None = None
     image_size: int | None = None  # None = the model's generation size
     batch_size: int = 8
     features: str = "effnet-lite0"
@@ -111,6 +118,7 @@ def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: B
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_sampling(pipe, out / GENERATED, s)  # before any work: a rerun must draw as the films there were drawn
     source = data if isinstance(data, DataSource) else DataSource(data)
     extractor = extractor or build_extractor(s.features)
     und, gen = select(source, s)
@@ -132,6 +140,7 @@ def run_benchmark(pipe, data: str | Path | DataSource, out_dir: str | Path, s: B
     ids = [r.study_id for r in gen]
     images["per_pathology_fd"] = im.per_pathology_fd(real, ids, fake, ids, {r.study_id: r.labels for r in gen})
     images["features"] = asdict(extractor.spec)
+    images["sampler"] = sampling_of(pipe, s)
     results["images"] = images
 
     # round trip: read the generated images back and compare with what was asked for
@@ -215,8 +224,13 @@ def markdown(results: dict) -> str:
         lines += ["", f"![per-class F1]({results['figures']['per_class_f1']})"]
     img = results["images"]
     p = img["prdc"]
+    sampler = img.get("sampler") or {}
+    drawn = (f"; drawn with {sampler['num_points']} sampler points, text guidance {sampler['cfg_text']:g} on "
+             f"({sampler['cfg_interval'][0]:g}, {sampler['cfg_interval'][1]:g}], shift {sampler['shift']:g}"
+             + (", renorm" if sampler["renorm"] else "") if sampler else "")
     lines += ["", f"## Images (features: {img['features']['name']}, {img['n_real']} real vs {img['n_fake']} "
-              "generated)", "", "| FD | KD | precision | recall | density | coverage |", "|---|---|---|---|---|---|",
+              f"generated{drawn})", "", "| FD | KD | precision | recall | density | coverage |",
+              "|---|---|---|---|---|---|",
               f"| {img['fd']:.3f} | {img['kd']['mean']:.4f} | {p['precision']:.3f} | {p['recall']:.3f} | "
               f"{p['density']:.3f} | {p['coverage']:.3f} |"]
     if results.get("figures"):
