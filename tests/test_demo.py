@@ -135,8 +135,8 @@ def test_the_report_places_this_run_on_the_measured_generation_curve(demo):
     metrics = json.loads((demo / "eval" / "metrics.json").read_text())
     trip = metrics["round_trip"]["label_f1_vs_prompt"]["uncertain_as_positive"]["micro_f1_14"]
     md = (demo / "report.md").read_text()
-    assert "What more generation training buys" in md and "| 1.5x (measured) | 900 |" in md
-    assert "| 1.5x (measured, recipe before the A/Bs) | 900 |" in md
+    assert "What more generation training buys" in md and "| 3.33x (measured) | 3000 |" in md
+    assert "| 1x (measured, recipe before the A/Bs) | 900 |" in md and "round trip, text guidance 4" in md
     other = metrics["round_trip"]["label_f1_vs_other_prompt"]["uncertain_as_positive"]["micro_f1_14"]
     assert f"| this run | {steps} | {trip:.3f} | {trip - other:+.3f} |" in md
     assert (demo / "figures" / "generation_curve.png").stat().st_size > 1000

@@ -124,3 +124,12 @@ def test_recipe_numbers_out_of_range_are_refused_when_read_naming_the_field(edit
         target[key] = value
     with pytest.raises(RecipeError, match=f"x.yaml: .*{field.replace('.', '[.]')} must be a finite number in"):
         Recipe.from_dict(data, source="x.yaml")
+
+
+def test_the_long_cpu_recipe_is_the_demo_recipe_with_five_times_its_generation_steps():
+    """configs/small-long.yaml is a copy, so that it reads on its own; this keeps the copy honest."""
+    from unixcxr.train.recipe import GENERATION_STAGES
+
+    small, long = Recipe.load(CONFIGS / "small.yaml"), Recipe.load(CONFIGS / "small-long.yaml")
+    assert diff(small.to_dict(), long.to_dict()) == [f"stages.{name}.steps" for name in sorted(GENERATION_STAGES)]
+    assert all(long.stage(name).steps == 5 * small.stage(name).steps for name in GENERATION_STAGES)

@@ -12,7 +12,7 @@ recipe's steps, on 10,000 studies), sized for about ten minutes of training on o
 estimate from `unixcxr train configs/gpu.yaml --dry-run`, not yet measured on a GPU).
 
 examples:
-  unixcxr demo                          # ~29 minutes on 2 free CPU cores
+  unixcxr demo                          # ~20 minutes on 2 CPU cores
   unixcxr demo --budget-minutes 5       # a smaller but complete run
   unixcxr demo --device cuda --out demo-gpu"""
 
@@ -26,7 +26,7 @@ from unixcxr.demo.budget import DEFAULT_BUDGET_MINUTES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="train on SynthCXR and write report.html (~29 min on 2 CPU cores)",
+    p = sub.add_parser("demo", help="train on SynthCXR and write report.html (~20 min on 2 CPU cores)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default: %(default)s)")
     p.add_argument("--budget-minutes", type=float, default=DEFAULT_BUDGET_MINUTES,
