@@ -28,7 +28,7 @@ exported model folder (EMA weights) that every other command loads. Validation o
 stages logs val_text_gain: the MSE added by giving each film another film's prompt (near zero
 while the generator ignores the text). Recipes: configs/tiny.yaml (tests, seconds),
 configs/small.yaml (2 CPU cores, ~16 minutes on 2,000 SynthCXR images), configs/small-long.yaml
-(the same with 5x the generation steps, ~1.5 hours: a generator that follows its text),
+(the same with 5x the generation steps, ~1.2 hours: a generator that follows its text),
 configs/paper.yaml (the paper's Table 1: 8 GPUs, FSDP)."""
 
 EPILOG = """\
