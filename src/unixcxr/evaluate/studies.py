@@ -59,8 +59,8 @@ def image_files(samples: list[Sample], folder: Path) -> list[Path]:
 
 def generate_images(pipe, studies: list[Sample], out: Path, s,
                     folder: str = GENERATED) -> list[Path]:
-    """<folder>/<study>.png per study; existing files are kept, so rerunning resumes. s: the
-    benchmark's settings (batch_size, seed, steps, sampler, image_size)."""
+    """<folder>/<study>.png per study; existing files are kept, so rerunning resumes (with the same
+    sampler settings only). s: the benchmark's settings (batch_size, seed, image_size and the sampler's)."""
     folder = out / folder
     folder.mkdir(parents=True, exist_ok=True)
     check_sampling(pipe, folder, s)
@@ -82,7 +82,8 @@ def sampling_of(pipe, s) -> dict:
     """The sampler's resolved values (the preset's, with the settings' replacements), size and seed."""
     sampler = pipe.sampler_settings(s.sampler, steps=s.steps, cfg_text=s.cfg_text, cfg_img=s.cfg_img,
                                     cfg_interval=s.cfg_interval, shift=s.shift)
-    return json.loads(json.dumps({**dataclasses.asdict(sampler), "image_size": s.image_size, "seed": s.seed}))
+    values = {**dataclasses.asdict(sampler), "image_size": s.image_size, "seed": s.seed}
+    return json.loads(json.dumps(values))  # as read back from the record (tuples become lists)
 
 
 def check_sampling(pipe, folder: Path, s) -> None:

@@ -224,10 +224,11 @@ def markdown(results: dict) -> str:
         lines += ["", f"![per-class F1]({results['figures']['per_class_f1']})"]
     img = results["images"]
     p = img["prdc"]
-    sampler = img.get("sampler") or {}
-    drawn = (f"; drawn with {sampler['num_points']} sampler points, text guidance {sampler['cfg_text']:g} on "
-             f"({sampler['cfg_interval'][0]:g}, {sampler['cfg_interval'][1]:g}], shift {sampler['shift']:g}"
-             + (", renorm" if sampler["renorm"] else "") if sampler else "")
+    drawn, sampler = "", img.get("sampler")
+    if sampler:  # metrics.json from before the sampler was recorded has none
+        lo, hi = sampler["cfg_interval"]
+        drawn = (f"; drawn with {sampler['num_points']} sampler points, text guidance {sampler['cfg_text']:g} on "
+                 f"({lo:g}, {hi:g}], shift {sampler['shift']:g}{', renorm' if sampler['renorm'] else ''}")
     lines += ["", f"## Images (features: {img['features']['name']}, {img['n_real']} real vs {img['n_fake']} "
               f"generated{drawn})", "", "| FD | KD | precision | recall | density | coverage |",
               "|---|---|---|---|---|---|",
